@@ -1,0 +1,11 @@
+//! Sans-IO FTP (RFC 959 and its extensions): commands parsed from a line, replies encoded to
+//! bytes, and the control-connection line codec. No sockets, no runtime: the server and the
+//! client share it, and the fuzzer drives it directly.
+
+pub mod codec;
+pub mod command;
+pub mod reply;
+
+pub use codec::{ControlCodec, LineError, MAX_LINE_LEN};
+pub use command::{Command, EpsvArg, ParseError, Password, TransferType};
+pub use reply::Reply;

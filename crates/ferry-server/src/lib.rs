@@ -1,0 +1,3 @@
+//! ferry's multi-user FTP server.
+
+pub mod users;

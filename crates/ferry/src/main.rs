@@ -1,0 +1,40 @@
+//! The `ferry` binary: parse arguments, resolve them into a config, run.
+
+mod serve;
+mod user;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// ferry: a multi-user FTP server, an FTP client and a socket toolkit.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the FTP server.
+    Serve(serve::ServeArgs),
+    /// Manage the accounts in DATA/users.toml.
+    #[command(subcommand)]
+    User(user::UserCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::User(cmd) => user::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("ferry: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
