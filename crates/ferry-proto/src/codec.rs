@@ -47,7 +47,10 @@ impl Default for ControlCodec {
 impl ControlCodec {
     /// A codec accepting lines of at most `max_len` bytes.
     pub fn new(max_len: usize) -> Self {
-        ControlCodec { max_len, scanned: 0 }
+        ControlCodec {
+            max_len,
+            scanned: 0,
+        }
     }
 }
 
@@ -142,7 +145,10 @@ mod tests {
     #[test]
     fn crlf_terminated_lines_are_split() {
         let mut c = ControlCodec::default();
-        assert_eq!(decode_all(&mut c, b"USER a\r\nPASS b\r\n"), ["USER a", "PASS b"]);
+        assert_eq!(
+            decode_all(&mut c, b"USER a\r\nPASS b\r\n"),
+            ["USER a", "PASS b"]
+        );
     }
 
     #[test]
@@ -179,7 +185,10 @@ mod tests {
     fn over_long_line_with_ending_is_rejected() {
         let mut c = ControlCodec::new(8);
         let mut buf = BytesMut::from(&b"123456789\r\n"[..]);
-        assert!(matches!(c.decode(&mut buf), Err(LineError::TooLong { max: 8 })));
+        assert!(matches!(
+            c.decode(&mut buf),
+            Err(LineError::TooLong { max: 8 })
+        ));
     }
 
     #[test]
@@ -210,7 +219,10 @@ mod tests {
     fn utf8_names_survive_and_invalid_bytes_are_replaced() {
         let mut c = ControlCodec::default();
         assert_eq!(decode_all(&mut c, "CWD café\r\n".as_bytes()), ["CWD café"]);
-        assert_eq!(decode_all(&mut c, b"CWD \xc0\xaf\r\n"), ["CWD \u{FFFD}\u{FFFD}"]);
+        assert_eq!(
+            decode_all(&mut c, b"CWD \xc0\xaf\r\n"),
+            ["CWD \u{FFFD}\u{FFFD}"]
+        );
     }
 
     #[test]

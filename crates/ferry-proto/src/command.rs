@@ -269,13 +269,19 @@ fn path(arg: &str) -> Result<String, ParseError> {
         return Err(ParseError::BadArgument("a path is required"));
     }
     if arg.chars().any(char::is_control) {
-        return Err(ParseError::BadArgument("control characters are not allowed in paths"));
+        return Err(ParseError::BadArgument(
+            "control characters are not allowed in paths",
+        ));
     }
     Ok(arg.to_string())
 }
 
 fn optional_path(arg: &str) -> Result<Option<String>, ParseError> {
-    if arg.is_empty() { Ok(None) } else { path(arg).map(Some) }
+    if arg.is_empty() {
+        Ok(None)
+    } else {
+        path(arg).map(Some)
+    }
 }
 
 /// Drops leading `ls` flags (`-a`, `-l`, `-la`, ...) that FileZilla, lftp and others add to LIST.
@@ -309,9 +315,9 @@ fn parse_type(arg: &str) -> Result<TransferType, ParseError> {
     match (kind.as_deref(), param.as_deref()) {
         (Some("A"), None | Some("N")) => Ok(TransferType::Ascii),
         (Some("I"), None) | (Some("L"), Some("8")) => Ok(TransferType::Image),
-        (Some("A" | "E"), Some("T" | "C")) | (Some("E"), _) | (Some("L"), Some(_)) => {
-            Err(ParseError::Unsupported("only TYPE A, A N, I and L 8 are supported"))
-        }
+        (Some("A" | "E"), Some("T" | "C")) | (Some("E"), _) | (Some("L"), Some(_)) => Err(
+            ParseError::Unsupported("only TYPE A, A N, I and L 8 are supported"),
+        ),
         _ => Err(ParseError::BadArgument("TYPE needs A or I")),
     }
 }
@@ -328,7 +334,10 @@ fn parse_port(arg: &str) -> Result<SocketAddrV4, ParseError> {
     let [a, b, c, d, p1, p2] = nums[..] else {
         return Err(BAD);
     };
-    Ok(SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), u16::from_be_bytes([p1, p2])))
+    Ok(SocketAddrV4::new(
+        Ipv4Addr::new(a, b, c, d),
+        u16::from_be_bytes([p1, p2]),
+    ))
 }
 
 /// `EPRT |proto|addr|port|` with any printable delimiter (RFC 2428 section 2).
@@ -346,7 +355,11 @@ fn parse_eprt(arg: &str) -> Result<SocketAddr, ParseError> {
     let ip: IpAddr = match proto {
         "1" => IpAddr::V4(addr.parse().map_err(|_| BAD)?),
         "2" => IpAddr::V6(addr.parse().map_err(|_| BAD)?),
-        _ => return Err(ParseError::Unsupported("network protocol not supported, use (1,2)")),
+        _ => {
+            return Err(ParseError::Unsupported(
+                "network protocol not supported, use (1,2)",
+            ));
+        }
     };
     let port: u16 = port.parse().map_err(|_| BAD)?;
     Ok(SocketAddr::new(ip, port))
@@ -356,7 +369,9 @@ fn parse_epsv(arg: &str) -> Result<EpsvArg, ParseError> {
     match arg.trim().to_ascii_uppercase().as_str() {
         "" | "1" | "2" => Ok(EpsvArg::Open),
         "ALL" => Ok(EpsvArg::All),
-        _ => Err(ParseError::Unsupported("network protocol not supported, use (1,2)")),
+        _ => Err(ParseError::Unsupported(
+            "network protocol not supported, use (1,2)",
+        )),
     }
 }
 
@@ -364,9 +379,12 @@ fn parse_epsv(arg: &str) -> Result<EpsvArg, ParseError> {
 fn parse_offset(arg: &str) -> Result<u64, ParseError> {
     let arg = arg.trim();
     if arg.is_empty() || !arg.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ParseError::BadArgument("REST needs a non-negative decimal offset"));
+        return Err(ParseError::BadArgument(
+            "REST needs a non-negative decimal offset",
+        ));
     }
-    arg.parse().map_err(|_| ParseError::BadArgument("REST offset is too large"))
+    arg.parse()
+        .map_err(|_| ParseError::BadArgument("REST offset is too large"))
 }
 
 #[cfg(test)]
@@ -386,7 +404,10 @@ mod tests {
 
     #[test]
     fn path_arguments_keep_inner_and_trailing_spaces() {
-        assert_eq!(parse("RETR my file.txt"), Ok(Command::Retr("my file.txt".into())));
+        assert_eq!(
+            parse("RETR my file.txt"),
+            Ok(Command::Retr("my file.txt".into()))
+        );
         assert_eq!(parse("STOR  two"), Ok(Command::Stor(" two".into())));
     }
 
@@ -408,7 +429,9 @@ mod tests {
 
     #[test]
     fn missing_path_is_501() {
-        for verb in ["CWD", "RETR", "STOR", "DELE", "MKD", "RMD", "RNFR", "RNTO", "SIZE", "MDTM"] {
+        for verb in [
+            "CWD", "RETR", "STOR", "DELE", "MKD", "RMD", "RNFR", "RNTO", "SIZE", "MDTM",
+        ] {
             assert_eq!(parse(verb).unwrap_err().reply_code(), 501, "{verb}");
         }
     }
@@ -447,16 +470,31 @@ mod tests {
     fn list_flags_are_dropped_but_names_kept() {
         assert_eq!(parse("LIST"), Ok(Command::List(None)));
         assert_eq!(parse("LIST -la"), Ok(Command::List(None)));
-        assert_eq!(parse("LIST -a -l sub"), Ok(Command::List(Some("sub".into()))));
-        assert_eq!(parse("LIST sub dir"), Ok(Command::List(Some("sub dir".into()))));
-        assert_eq!(parse("NLST -1x9 d"), Ok(Command::Nlst(Some("-1x9 d".into()))));
+        assert_eq!(
+            parse("LIST -a -l sub"),
+            Ok(Command::List(Some("sub".into())))
+        );
+        assert_eq!(
+            parse("LIST sub dir"),
+            Ok(Command::List(Some("sub dir".into())))
+        );
+        assert_eq!(
+            parse("NLST -1x9 d"),
+            Ok(Command::Nlst(Some("-1x9 d".into())))
+        );
     }
 
     #[test]
     fn port_parses_six_numbers() {
         let expected = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 4 * 256 + 1);
         assert_eq!(parse("PORT 127,0,0,1,4,1"), Ok(Command::Port(expected)));
-        for bad in ["PORT", "PORT 1,2,3,4,5", "PORT 1,2,3,4,5,256", "PORT a,b,c,d,e,f", "PORT 1,2,3,4,5,6,7"] {
+        for bad in [
+            "PORT",
+            "PORT 1,2,3,4,5",
+            "PORT 1,2,3,4,5,256",
+            "PORT a,b,c,d,e,f",
+            "PORT 1,2,3,4,5,6,7",
+        ] {
             assert_eq!(parse(bad).unwrap_err().reply_code(), 501, "{bad}");
         }
     }
@@ -467,9 +505,17 @@ mod tests {
             parse("EPRT |1|127.0.0.1|6275|"),
             Ok(Command::Eprt("127.0.0.1:6275".parse().unwrap()))
         );
-        assert_eq!(parse("EPRT !2!::1!5282!"), Ok(Command::Eprt("[::1]:5282".parse().unwrap())));
+        assert_eq!(
+            parse("EPRT !2!::1!5282!"),
+            Ok(Command::Eprt("[::1]:5282".parse().unwrap()))
+        );
         assert_eq!(parse("EPRT |3|x|1|").unwrap_err().reply_code(), 504);
-        for bad in ["EPRT", "EPRT |1|::1|5|", "EPRT |1|1.2.3.4|70000|", "EPRT |1|1.2.3.4|5"] {
+        for bad in [
+            "EPRT",
+            "EPRT |1|::1|5|",
+            "EPRT |1|1.2.3.4|70000|",
+            "EPRT |1|1.2.3.4|5",
+        ] {
             assert_eq!(parse(bad).unwrap_err().reply_code(), 501, "{bad}");
         }
     }
@@ -485,8 +531,17 @@ mod tests {
     #[test]
     fn rest_accepts_u64_and_rejects_sign_garbage_and_overflow() {
         assert_eq!(parse("REST 0"), Ok(Command::Rest(0)));
-        assert_eq!(parse("REST 18446744073709551615"), Ok(Command::Rest(u64::MAX)));
-        for bad in ["REST", "REST -1", "REST +1", "REST 1e3", "REST 18446744073709551616"] {
+        assert_eq!(
+            parse("REST 18446744073709551615"),
+            Ok(Command::Rest(u64::MAX))
+        );
+        for bad in [
+            "REST",
+            "REST -1",
+            "REST +1",
+            "REST 1e3",
+            "REST 18446744073709551616",
+        ] {
             assert_eq!(parse(bad).unwrap_err().reply_code(), 501, "{bad}");
         }
     }

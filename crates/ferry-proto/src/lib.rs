@@ -2,6 +2,7 @@
 //! bytes, and the control-connection line codec. No sockets, no runtime: the server and the
 //! client share it, and the fuzzer drives it directly.
 
+pub mod ascii;
 pub mod codec;
 pub mod command;
 pub mod reply;

@@ -14,12 +14,19 @@ pub struct Reply {
 impl Reply {
     /// A one-line reply.
     pub fn new(code: u16, text: impl Into<String>) -> Self {
-        Reply { code, lines: vec![text.into()] }
+        Reply {
+            code,
+            lines: vec![text.into()],
+        }
     }
 
     /// A multi-line reply; `lines` must not be empty (an empty list becomes one empty line).
     pub fn multi(code: u16, lines: Vec<String>) -> Self {
-        let lines = if lines.is_empty() { vec![String::new()] } else { lines };
+        let lines = if lines.is_empty() {
+            vec![String::new()]
+        } else {
+            lines
+        };
         Reply { code, lines }
     }
 

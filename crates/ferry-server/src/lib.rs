@@ -1,3 +1,14 @@
-//! ferry's multi-user FTP server.
+//! ferry's multi-user FTP server: one tokio task per control connection, every path confined
+//! to the user's home, uploads that replace files only when complete.
 
+mod commands;
+pub mod config;
+pub mod data;
+pub mod listener;
+pub mod listing;
+mod session;
+pub mod storage;
 pub mod users;
+
+pub use config::ServerConfig;
+pub use listener::run;

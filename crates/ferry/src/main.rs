@@ -38,3 +38,13 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Logs go to stderr, one line per event; `RUST_LOG` filters (default: info).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,75 @@
+//! USER and PASS (RFC 959 4.1.1): argon2id verification off the async threads, the same work
+//! and delay for unknown users and wrong passwords, and 421 after too many failures.
+
+use std::io;
+use std::sync::Arc;
+
+use ferry_proto::Password;
+use tracing::{info, warn};
+
+use crate::session::{Flow, LoggedIn, Login, Session};
+use crate::storage::VirtualPath;
+use crate::storage::fs::FsStorage;
+
+pub(super) async fn user(s: &mut Session, name: String) -> io::Result<()> {
+    if s.is_logged_in() {
+        return s.reply(530, "Already logged in; cannot change user").await;
+    }
+    s.login = Login::AwaitingPass(name);
+    s.reply(331, "Password required").await
+}
+
+pub(super) async fn pass(s: &mut Session, password: Password) -> io::Result<Flow> {
+    let name = match std::mem::replace(&mut s.login, Login::AwaitingUser) {
+        Login::AwaitingPass(name) => name,
+        Login::AwaitingUser => {
+            s.reply(503, "Login with USER first").await?;
+            return Ok(Flow::Continue);
+        }
+        logged_in @ Login::LoggedIn(_) => {
+            s.login = logged_in;
+            s.reply(230, "Already logged in").await?;
+            return Ok(Flow::Continue);
+        }
+    };
+    let users = Arc::clone(&s.shared.users);
+    let check_name = name.clone();
+    let account = tokio::task::spawn_blocking(move || users.authenticate(&check_name, &password))
+        .await
+        .ok()
+        .flatten();
+    let Some(account) = account else {
+        return failed(s, &name).await;
+    };
+    let home = account.home.clone();
+    let storage = match tokio::task::spawn_blocking(move || FsStorage::open(&home)).await {
+        Ok(Ok(storage)) => storage,
+        Ok(Err(err)) => {
+            tracing::error!(user = %name, home = %account.home.display(), %err, "cannot open home directory");
+            s.reply(421, "Home directory unavailable").await?;
+            return Ok(Flow::Close);
+        }
+        Err(err) => return Err(io::Error::other(err)),
+    };
+    info!(user = %name, peer = %s.peer, read_only = account.read_only, "login");
+    s.login = Login::LoggedIn(LoggedIn {
+        account,
+        storage: Arc::new(storage),
+    });
+    s.cwd = VirtualPath::root();
+    s.reply(230, "Login successful").await?;
+    Ok(Flow::Continue)
+}
+
+async fn failed(s: &mut Session, name: &str) -> io::Result<Flow> {
+    s.failed_logins += 1;
+    warn!(user = %name, peer = %s.peer, attempt = s.failed_logins, "login failed");
+    tokio::time::sleep(s.shared.config.login_fail_delay).await;
+    if s.failed_logins >= s.shared.config.max_login_failures {
+        s.reply(421, "Too many failed logins, closing connection")
+            .await?;
+        return Ok(Flow::Close);
+    }
+    s.reply(530, "Login incorrect").await?;
+    Ok(Flow::Continue)
+}

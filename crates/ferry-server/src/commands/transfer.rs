@@ -1,0 +1,383 @@
+//! Data connections and transfers: PASV PORT RETR STOR APPE STOU LIST NLST STAT-with-path
+//! (RFC 959), EPSV EPRT (RFC 2428), MLSD (RFC 3659), REST STREAM (RFC 3659 section 5).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
+
+use ferry_proto::ascii::{FromCrlf, ToCrlf};
+use ferry_proto::{EpsvArg, Reply, TransferType};
+use tokio::io::AsyncWriteExt;
+use tracing::{info, warn};
+
+use super::{storage, writable_storage};
+use crate::data::{Convert, DataChannel, canonical, check_active_target, copy, listen_passive};
+use crate::listing::{ls_line, mlsx_line};
+use crate::session::{Session, Transfer, TransferError};
+use crate::storage::{DirEntry, UploadMode, VirtualPath};
+
+/// What a transfer future needs from the session, copied so the future borrows nothing.
+#[derive(Debug, Clone, Copy)]
+struct DataParams {
+    peer: IpAddr,
+    local: IpAddr,
+    wait: Duration,
+}
+
+impl DataParams {
+    fn of(s: &Session) -> Self {
+        DataParams {
+            peer: s.peer.ip(),
+            local: s.local.ip(),
+            wait: s.shared.config.data_timeout,
+        }
+    }
+
+    async fn connect(self, channel: DataChannel) -> Result<tokio::net::TcpStream, TransferError> {
+        channel
+            .connect(self.peer, self.local, self.wait)
+            .await
+            .map_err(TransferError::Connect)
+    }
+}
+
+pub(super) async fn pasv(s: &mut Session) -> io::Result<()> {
+    if s.epsv_all {
+        return s.reply(503, "EPSV ALL in effect: use EPSV").await;
+    }
+    let advertised = canonical(s.shared.config.public_ip.unwrap_or(s.local.ip()));
+    let IpAddr::V4(v4) = advertised else {
+        return s.reply(425, "PASV needs IPv4; use EPSV").await;
+    };
+    let Some(port) = open_passive(s).await? else {
+        return Ok(());
+    };
+    let [a, b, c, d] = v4.octets();
+    let [p1, p2] = port.to_be_bytes();
+    s.reply(
+        227,
+        format!("Entering Passive Mode ({a},{b},{c},{d},{p1},{p2})"),
+    )
+    .await
+}
+
+pub(super) async fn epsv(s: &mut Session, arg: EpsvArg) -> io::Result<()> {
+    if arg == EpsvArg::All {
+        s.epsv_all = true;
+        return s.reply(200, "EPSV ALL ok").await;
+    }
+    let Some(port) = open_passive(s).await? else {
+        return Ok(());
+    };
+    s.reply(229, format!("Entering Extended Passive Mode (|||{port}|)"))
+        .await
+}
+
+/// Opens a listener for the next transfer, replacing any earlier one.
+async fn open_passive(s: &mut Session) -> io::Result<Option<u16>> {
+    s.data = None;
+    let listener = listen_passive(s.local.ip(), s.shared.config.passive_ports.as_ref()).await;
+    match listener.and_then(|l| Ok((l.local_addr()?.port(), l))) {
+        Ok((port, listener)) => {
+            s.data = Some(DataChannel::Passive(listener));
+            Ok(Some(port))
+        }
+        Err(err) => {
+            warn!(peer = %s.peer, %err, "cannot open a passive port");
+            s.reply(425, "Cannot open a passive port").await?;
+            Ok(None)
+        }
+    }
+}
+
+pub(super) async fn port(s: &mut Session, target: SocketAddr) -> io::Result<()> {
+    if s.epsv_all {
+        return s.reply(503, "EPSV ALL in effect: use EPSV").await;
+    }
+    if let Err(refused) = check_active_target(target, s.peer.ip()) {
+        warn!(peer = %s.peer, %target, "refused an active data target");
+        return s.reply(504, format!("Refused: {refused}")).await;
+    }
+    s.data = Some(DataChannel::Active(target));
+    s.reply(200, "Active data connection prepared").await
+}
+
+async fn take_channel(s: &mut Session) -> io::Result<Option<DataChannel>> {
+    let channel = s.data.take();
+    if channel.is_none() {
+        s.reply(425, "Use PASV, EPSV, PORT or EPRT first").await?;
+    }
+    Ok(channel)
+}
+
+fn mode_name(s: &Session) -> &'static str {
+    match s.transfer_type {
+        TransferType::Ascii => "ASCII",
+        TransferType::Image => "BINARY",
+    }
+}
+
+pub(super) async fn retr(s: &mut Session, arg: &str) -> io::Result<()> {
+    let Some(storage) = storage(s).await? else {
+        return Ok(());
+    };
+    let path = s.resolve(arg);
+    let offset = s.rest.take().unwrap_or(0);
+    let Some(channel) = take_channel(s).await? else {
+        return Ok(());
+    };
+    let mut reader = match storage.read(&path, offset).await {
+        Ok(reader) => reader,
+        Err(err) => return s.storage_error(err).await,
+    };
+    let convert = match s.transfer_type {
+        TransferType::Ascii => Convert::ToWire(ToCrlf::default()),
+        TransferType::Image => Convert::None,
+    };
+    s.reply(
+        150,
+        format!("Opening {} mode data connection for {path}", mode_name(s)),
+    )
+    .await?;
+    let (params, stall, started) = (
+        DataParams::of(s),
+        s.shared.config.data_timeout,
+        Instant::now(),
+    );
+    let outcome = s
+        .run_transfer(async move {
+            let mut stream = params.connect(channel).await?;
+            let n = copy(&mut reader, &mut stream, convert, stall).await?;
+            stream.shutdown().await?;
+            Ok(n)
+        })
+        .await?;
+    finish(s, "RETR", &path, started, outcome).await
+}
+
+pub(super) async fn stor(s: &mut Session, arg: &str) -> io::Result<()> {
+    let mode = match s.rest.take() {
+        None | Some(0) => UploadMode::Replace,
+        Some(offset) => UploadMode::ResumeAt(offset),
+    };
+    let path = s.resolve(arg);
+    upload(s, "STOR", path, mode).await
+}
+
+pub(super) async fn appe(s: &mut Session, arg: &str) -> io::Result<()> {
+    s.rest = None;
+    let path = s.resolve(arg);
+    upload(s, "APPE", path, UploadMode::Append).await
+}
+
+pub(super) async fn stou(s: &mut Session) -> io::Result<()> {
+    s.rest = None;
+    let path = s.cwd.join(&format!("ferry.{:08x}", rand::random::<u32>()));
+    upload(s, "STOU", path, UploadMode::CreateNew).await
+}
+
+async fn upload(
+    s: &mut Session,
+    verb: &'static str,
+    path: VirtualPath,
+    mode: UploadMode,
+) -> io::Result<()> {
+    let Some(storage) = writable_storage(s).await? else {
+        return Ok(());
+    };
+    let Some(channel) = take_channel(s).await? else {
+        return Ok(());
+    };
+    let mut upload = match storage.write(&path, mode).await {
+        Ok(upload) => upload,
+        Err(err) => return s.storage_error(err).await,
+    };
+    let convert = match s.transfer_type {
+        TransferType::Ascii => Convert::FromWire(FromCrlf::default()),
+        TransferType::Image => Convert::None,
+    };
+    let preliminary = match mode {
+        // RFC 1123 4.1.2.9: STOU names the file in the 150 reply.
+        UploadMode::CreateNew => format!("FILE: {}", path.file_name()),
+        _ => format!("Opening {} mode data connection for {path}", mode_name(s)),
+    };
+    s.reply(150, preliminary).await?;
+    let (params, stall, started) = (
+        DataParams::of(s),
+        s.shared.config.data_timeout,
+        Instant::now(),
+    );
+    let outcome = s
+        .run_transfer(async move {
+            let received = async {
+                let mut stream = params.connect(channel).await?;
+                Ok::<_, TransferError>(copy(&mut stream, &mut *upload, convert, stall).await?)
+            }
+            .await;
+            match received {
+                Ok(n) => {
+                    upload.commit().await?;
+                    Ok(n)
+                }
+                Err(err) => {
+                    upload.abort().await;
+                    Err(err)
+                }
+            }
+        })
+        .await?;
+    finish(s, verb, &path, started, outcome).await
+}
+
+/// Sends the final reply for a transfer and logs it.
+async fn finish(
+    s: &mut Session,
+    verb: &'static str,
+    path: &VirtualPath,
+    started: Instant,
+    outcome: Transfer<Result<u64, TransferError>>,
+) -> io::Result<()> {
+    let (user, peer, ms) = (
+        s.user_name().to_string(),
+        s.peer,
+        started.elapsed().as_millis(),
+    );
+    match outcome {
+        Transfer::Finished(Ok(bytes)) => {
+            info!(%user, %peer, verb, %path, bytes, ms, "transfer complete");
+            s.reply(226, format!("Transfer complete ({bytes} bytes)"))
+                .await
+        }
+        Transfer::Finished(Err(TransferError::Storage(err))) => {
+            warn!(%user, %peer, verb, %path, %err, "transfer failed: storage");
+            s.storage_error(err).await
+        }
+        Transfer::Finished(Err(TransferError::Connect(err))) => {
+            warn!(%user, %peer, verb, %path, %err, "transfer failed: no data connection");
+            s.reply(425, format!("Cannot open data connection: {err}"))
+                .await
+        }
+        Transfer::Finished(Err(TransferError::Data(err))) => {
+            warn!(%user, %peer, verb, %path, %err, "transfer failed: data connection");
+            s.reply(
+                426,
+                format!("Data connection lost, transfer aborted: {err}"),
+            )
+            .await
+        }
+        Transfer::Aborted => {
+            info!(%user, %peer, verb, %path, ms, "transfer aborted by client");
+            s.reply(426, "Transfer aborted").await?;
+            s.reply(226, "ABOR successful").await
+        }
+        Transfer::ControlLost => {
+            warn!(%user, %peer, verb, %path, "control connection lost during transfer");
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "control connection lost",
+            ))
+        }
+    }
+}
+
+/// The entries a listing covers: a directory's entries, or the one file named.
+async fn entries(
+    s: &mut Session,
+    arg: Option<&str>,
+) -> io::Result<Option<(VirtualPath, Vec<DirEntry>)>> {
+    let Some(storage) = storage(s).await? else {
+        return Ok(None);
+    };
+    let path = arg.map_or_else(|| s.cwd.clone(), |a| s.resolve(a));
+    let listed = match storage.metadata(&path).await {
+        Ok(meta) if meta.is_dir => storage.list(&path).await,
+        Ok(metadata) => Ok(vec![DirEntry {
+            name: path.file_name().to_string(),
+            metadata,
+        }]),
+        Err(err) => Err(err),
+    };
+    match listed {
+        // A name with a line break could forge listing lines; such names are not shown.
+        Ok(mut list) => {
+            list.retain(|e| !e.name.contains(['\r', '\n']));
+            Ok(Some((path, list)))
+        }
+        Err(err) => {
+            s.storage_error(err).await?;
+            Ok(None)
+        }
+    }
+}
+
+pub(super) async fn list(s: &mut Session, arg: Option<&str>) -> io::Result<()> {
+    let Some((path, list)) = entries(s, arg).await? else {
+        return Ok(());
+    };
+    let now = SystemTime::now();
+    send_listing(
+        s,
+        "LIST",
+        &path,
+        list.iter().map(|e| ls_line(e, now)).collect(),
+    )
+    .await
+}
+
+pub(super) async fn nlst(s: &mut Session, arg: Option<&str>) -> io::Result<()> {
+    let Some((path, list)) = entries(s, arg).await? else {
+        return Ok(());
+    };
+    send_listing(s, "NLST", &path, list.into_iter().map(|e| e.name).collect()).await
+}
+
+pub(super) async fn mlsd(s: &mut Session, arg: Option<&str>) -> io::Result<()> {
+    let Some((path, list)) = entries(s, arg).await? else {
+        return Ok(());
+    };
+    let writable = s.writable();
+    let lines = list
+        .iter()
+        .map(|e| mlsx_line(&e.name, &e.metadata, writable))
+        .collect();
+    send_listing(s, "MLSD", &path, lines).await
+}
+
+/// STAT with a path: the `ls -l` listing over the control connection (RFC 959 4.1.3).
+pub(super) async fn stat_path(s: &mut Session, arg: &str) -> io::Result<()> {
+    let Some((path, list)) = entries(s, Some(arg)).await? else {
+        return Ok(());
+    };
+    let now = SystemTime::now();
+    let mut lines = vec![format!("Status of {path}:")];
+    lines.extend(list.iter().map(|e| ls_line(e, now)));
+    lines.push("End of status".to_string());
+    s.send(Reply::multi(213, lines)).await
+}
+
+async fn send_listing(
+    s: &mut Session,
+    verb: &'static str,
+    path: &VirtualPath,
+    lines: Vec<String>,
+) -> io::Result<()> {
+    let Some(channel) = take_channel(s).await? else {
+        return Ok(());
+    };
+    let mut body = Vec::with_capacity(lines.iter().map(|l| l.len() + 2).sum());
+    for line in &lines {
+        body.extend_from_slice(line.as_bytes());
+        body.extend_from_slice(b"\r\n");
+    }
+    s.reply(150, "Here comes the directory listing").await?;
+    let (params, started) = (DataParams::of(s), Instant::now());
+    let outcome = s
+        .run_transfer(async move {
+            let mut stream = params.connect(channel).await?;
+            stream.write_all(&body).await?;
+            stream.shutdown().await?;
+            Ok(body.len() as u64)
+        })
+        .await?;
+    finish(s, verb, path, started, outcome).await
+}

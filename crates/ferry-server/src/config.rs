@@ -1,0 +1,49 @@
+//! Server settings after flags and ferry.toml have been merged by the binary.
+
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a running server needs to know; built by the binary, shared read-only.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Holds users.toml and the default home directories.
+    pub data_dir: PathBuf,
+    /// Ports for PASV/EPSV listeners; `None` lets the OS choose (fine without a firewall).
+    pub passive_ports: Option<RangeInclusive<u16>>,
+    /// The address PASV advertises instead of the control connection's local one (behind NAT).
+    pub public_ip: Option<IpAddr>,
+    /// Sessions beyond this get 421 and are closed.
+    pub max_sessions: usize,
+    /// Sessions from one client address beyond this get 421 and are closed.
+    pub max_per_ip: usize,
+    /// A session silent this long between commands is closed with 421.
+    pub idle_timeout: Duration,
+    /// Waiting for a data connection, or for progress on one, gives up after this.
+    pub data_timeout: Duration,
+    /// Pause after each failed login, to slow password guessing.
+    pub login_fail_delay: Duration,
+    /// Failed logins on one connection before it is closed with 421.
+    pub max_login_failures: u32,
+    /// On shutdown, running transfers get this long to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerConfig {
+    /// The embedded defaults, with data in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            data_dir: data_dir.into(),
+            passive_ports: None,
+            public_ip: None,
+            max_sessions: 10_000,
+            max_per_ip: 200,
+            idle_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(60),
+            login_fail_delay: Duration::from_secs(1),
+            max_login_failures: 3,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}

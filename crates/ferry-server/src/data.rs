@@ -1,0 +1,252 @@
+//! Data connections (RFC 959 section 3.2, RFC 2428): PASV/EPSV listeners and PORT/EPRT
+//! connects, and the copy loop that moves a transfer's bytes.
+//!
+//! Security (RFC 2577): a passive listener only accepts a connection from the control
+//! connection's address (no port theft), and an active connection only goes to the client's
+//! own address on an unprivileged port (no bounce).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use ferry_proto::ascii::{FromCrlf, ToCrlf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::time::{Instant, timeout};
+
+/// Size of the buffer one transfer copies through.
+const COPY_BUFFER: usize = 256 * 1024;
+
+/// How the next transfer's data connection will be made.
+#[derive(Debug)]
+pub enum DataChannel {
+    /// PASV/EPSV: we listen, the client connects.
+    Passive(TcpListener),
+    /// PORT/EPRT: we connect to the client.
+    Active(SocketAddr),
+}
+
+/// Canonical form of an address, so `::ffff:127.0.0.1` and `127.0.0.1` compare equal.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Why a PORT/EPRT target is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ActiveRefused {
+    /// The address is not the client's own (FTP bounce).
+    #[error("data connections only to your own address")]
+    ForeignAddress,
+    /// A privileged port (RFC 2577: could reach a system service).
+    #[error("data connections only to ports 1024 and above")]
+    PrivilegedPort,
+}
+
+/// Checks a PORT/EPRT target against the control connection's peer.
+pub fn check_active_target(target: SocketAddr, peer: IpAddr) -> Result<(), ActiveRefused> {
+    if canonical(target.ip()) != canonical(peer) {
+        return Err(ActiveRefused::ForeignAddress);
+    }
+    if target.port() < 1024 {
+        return Err(ActiveRefused::PrivilegedPort);
+    }
+    Ok(())
+}
+
+/// Opens a passive listener on `ip`, in `ports` when given (random start, then the rest of the
+/// range, so concurrent sessions rarely collide), else on a port the OS picks.
+pub async fn listen_passive(
+    ip: IpAddr,
+    ports: Option<&RangeInclusive<u16>>,
+) -> io::Result<TcpListener> {
+    let Some(range) = ports else {
+        return TcpListener::bind(SocketAddr::new(ip, 0)).await;
+    };
+    let (lo, hi) = (*range.start(), *range.end());
+    let span = u32::from(hi.saturating_sub(lo)) + 1;
+    let start = rand::random::<u32>() % span;
+    for i in 0..span {
+        let port = lo as u32 + (start + i) % span;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        match TcpListener::bind(SocketAddr::new(ip, port)).await {
+            Ok(listener) => return Ok(listener),
+            Err(err) if err.kind() == io::ErrorKind::AddrInUse => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "no free passive port in the configured range",
+    ))
+}
+
+impl DataChannel {
+    /// Establishes the connection: accepts the client's (from `peer` only) or connects to it
+    /// from `local`, giving up after `wait`.
+    pub async fn connect(
+        self,
+        peer: IpAddr,
+        local: IpAddr,
+        wait: Duration,
+    ) -> io::Result<TcpStream> {
+        let deadline = Instant::now() + wait;
+        let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "no data connection in time");
+        match self {
+            DataChannel::Passive(listener) => loop {
+                let (stream, from) = tokio::time::timeout_at(deadline, listener.accept())
+                    .await
+                    .map_err(|_| timed_out())??;
+                if canonical(from.ip()) == canonical(peer) {
+                    stream.set_nodelay(true)?;
+                    return Ok(stream);
+                }
+                tracing::warn!(%from, %peer, "refused a data connection from a foreign address");
+            },
+            DataChannel::Active(target) => {
+                let socket = if target.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                let local = if target.is_ipv4() {
+                    canonical(local)
+                } else {
+                    local
+                };
+                if local.is_ipv4() == target.is_ipv4() {
+                    socket.bind(SocketAddr::new(local, 0))?;
+                }
+                let stream = tokio::time::timeout_at(deadline, socket.connect(target))
+                    .await
+                    .map_err(|_| timed_out())??;
+                stream.set_nodelay(true)?;
+                Ok(stream)
+            }
+        }
+    }
+}
+
+/// Line-ending conversion applied while copying (TYPE A).
+#[derive(Debug)]
+pub enum Convert {
+    /// TYPE I: bytes unchanged.
+    None,
+    /// Download in TYPE A: LF to CRLF.
+    ToWire(ToCrlf),
+    /// Upload in TYPE A: CRLF to LF.
+    FromWire(FromCrlf),
+}
+
+/// Copies `reader` to `writer` until EOF, converting line endings as asked, and fails if no
+/// progress is made for `stall` (a client that stopped reading or sending). Returns the bytes
+/// read. The writer is flushed but not shut down.
+pub async fn copy<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    mut convert: Convert,
+    stall: Duration,
+) -> io::Result<u64>
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let stalled = || io::Error::new(io::ErrorKind::TimedOut, "transfer stalled");
+    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut converted = Vec::new();
+    let mut total = 0u64;
+    loop {
+        let n = timeout(stall, reader.read(&mut buf))
+            .await
+            .map_err(|_| stalled())??;
+        converted.clear();
+        let chunk: &[u8] = match (&mut convert, n) {
+            (Convert::FromWire(c), 0) => {
+                c.finish(&mut converted);
+                &converted
+            }
+            (_, 0) => &[],
+            (Convert::None, n) => &buf[..n],
+            (Convert::ToWire(c), n) => {
+                c.convert(&buf[..n], &mut converted);
+                &converted
+            }
+            (Convert::FromWire(c), n) => {
+                c.convert(&buf[..n], &mut converted);
+                &converted
+            }
+        };
+        if !chunk.is_empty() {
+            timeout(stall, writer.write_all(chunk))
+                .await
+                .map_err(|_| stalled())??;
+        }
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    timeout(stall, writer.flush())
+        .await
+        .map_err(|_| stalled())??;
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn active_targets_must_be_the_peer_on_an_unprivileged_port() {
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(
+            check_active_target("127.0.0.1:5000".parse().unwrap(), peer),
+            Ok(())
+        );
+        assert_eq!(
+            check_active_target("[::ffff:127.0.0.1]:5000".parse().unwrap(), peer),
+            Ok(())
+        );
+        assert_eq!(
+            check_active_target("10.0.0.1:5000".parse().unwrap(), peer),
+            Err(ActiveRefused::ForeignAddress)
+        );
+        assert_eq!(
+            check_active_target("127.0.0.1:25".parse().unwrap(), peer),
+            Err(ActiveRefused::PrivilegedPort)
+        );
+    }
+
+    #[tokio::test]
+    async fn passive_ports_come_from_the_range() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = probe.local_addr().unwrap().port();
+        drop(probe);
+        let range = base..=base;
+        let l = listen_passive(ip, Some(&range)).await.unwrap();
+        assert_eq!(l.local_addr().unwrap().port(), base);
+        let err = listen_passive(ip, Some(&range)).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[tokio::test]
+    async fn copy_converts_line_endings_across_chunks() {
+        let mut input: &[u8] = b"a\r\nb\r\n";
+        let mut out = Vec::new();
+        let n = copy(
+            &mut input,
+            &mut out,
+            Convert::FromWire(FromCrlf::default()),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        assert_eq!((n, out.as_slice()), (6, &b"a\nb\n"[..]));
+    }
+}

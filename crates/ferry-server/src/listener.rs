@@ -1,0 +1,179 @@
+//! Accept loops, session caps and graceful shutdown. The caller binds the listeners (port 0
+//! in tests) and decides what stops the server; `run` returns once sessions have drained or
+//! the grace period is over.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::ServerConfig;
+use crate::data::canonical;
+use crate::session::Session;
+use crate::users::UserStore;
+
+/// What every session of one server shares; read-only except for the session counts.
+#[derive(Debug)]
+pub struct Shared {
+    /// Settings.
+    pub config: ServerConfig,
+    /// Accounts, reloaded when users.toml changes.
+    pub users: Arc<UserStore>,
+    /// Open sessions, in total and per client address, for the caps.
+    counts: Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// A session's place under the caps; released when dropped.
+#[derive(Debug)]
+struct Slot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Shared {
+    fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let from_ip = counts.per_ip.get(&ip).copied().unwrap_or(0);
+        if counts.total >= self.config.max_sessions || from_ip >= self.config.max_per_ip {
+            return None;
+        }
+        counts.total += 1;
+        counts.per_ip.insert(ip, from_ip + 1);
+        Some(Slot {
+            shared: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .shared
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Serves FTP on `listeners` until `shutdown` completes, then stops accepting, lets running
+/// sessions finish their transfers for up to the configured grace period, and returns.
+pub async fn run(
+    listeners: Vec<TcpListener>,
+    config: ServerConfig,
+    users: Arc<UserStore>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let grace = config.shutdown_grace;
+    let shared = Arc::new(Shared {
+        config,
+        users,
+        counts: Mutex::default(),
+    });
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    for listener in listeners {
+        info!(addr = %listener.local_addr()?, "listening");
+        tracker.spawn(accept_loop(
+            listener,
+            Arc::clone(&shared),
+            token.clone(),
+            tracker.clone(),
+        ));
+    }
+    shutdown.await;
+    info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: no new connections, letting transfers finish"
+    );
+    token.cancel();
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        warn!("grace period over, closing the remaining sessions");
+    }
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    token: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = token.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let peer = SocketAddr::new(canonical(peer.ip()), peer.port());
+                match shared.try_acquire(peer.ip()) {
+                    Some(slot) => {
+                        tracker.spawn(serve(
+                            stream,
+                            peer,
+                            Arc::clone(&shared),
+                            token.clone(),
+                            slot,
+                        ));
+                    }
+                    None => {
+                        warn!(%peer, "session limit reached, refusing");
+                        tokio::spawn(refuse(stream));
+                    }
+                }
+            }
+            // Out of file descriptors and similar: back off instead of spinning.
+            Err(err) => {
+                warn!(%err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    token: CancellationToken,
+    _slot: Slot,
+) {
+    if let Err(err) = stream.set_nodelay(true) {
+        warn!(%peer, %err, "set_nodelay failed");
+    }
+    match Session::new(stream, peer, shared, token) {
+        Ok(session) => session.run().await,
+        Err(err) => warn!(%peer, %err, "could not start a session"),
+    }
+}
+
+async fn refuse(mut stream: TcpStream) {
+    let reply = b"421 Too many connections, try again later\r\n";
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(reply)).await;
+}

@@ -1,0 +1,296 @@
+//! One control connection: a task that owns all of its state (no shared locks), reads command
+//! lines, and answers each with a reply. Handlers live in `commands/`, grouped by topic.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ferry_proto::{Command, ControlCodec, LineError, Reply, TransferType};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::data::DataChannel;
+use crate::listener::Shared;
+use crate::storage::{Storage, StorageError, VirtualPath, resolve};
+use crate::users::Account;
+
+/// What the dispatcher does after a command.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Read the next command.
+    Continue,
+    /// Close the connection (QUIT, too many failed logins).
+    Close,
+}
+
+/// Where the login state machine stands.
+#[derive(Debug)]
+pub(crate) enum Login {
+    /// Waiting for USER.
+    AwaitingUser,
+    /// USER given, waiting for PASS.
+    AwaitingPass(String),
+    /// Authenticated: the account and its confined file space.
+    LoggedIn(LoggedIn),
+}
+
+/// A logged-in user's identity and storage.
+#[derive(Debug)]
+pub(crate) struct LoggedIn {
+    /// Who this is (name for logs, read-only flag for permission checks).
+    pub account: Account,
+    /// The user's home, confined.
+    pub storage: Arc<dyn Storage>,
+}
+
+/// How a transfer that ran alongside the control connection ended.
+#[derive(Debug)]
+pub(crate) enum Transfer<T> {
+    /// It ran to completion (successfully or not).
+    Finished(T),
+    /// The client sent ABOR.
+    Aborted,
+    /// The control connection closed or broke.
+    ControlLost,
+}
+
+/// One client's session.
+#[derive(Debug)]
+pub(crate) struct Session {
+    /// Command lines in, replies out.
+    pub control: Framed<TcpStream, ControlCodec>,
+    /// Server-wide settings and the account store.
+    pub shared: Arc<Shared>,
+    /// The client's address: logs, PORT/EPRT and passive-connection checks.
+    pub peer: SocketAddr,
+    /// Our address on this connection: what PASV advertises and where data listeners bind.
+    pub local: SocketAddr,
+    /// Fires on server shutdown; an idle session then says 421 and closes.
+    pub shutdown: CancellationToken,
+    /// Login state machine.
+    pub login: Login,
+    /// Current directory (CWD).
+    pub cwd: VirtualPath,
+    /// TYPE A or I.
+    pub transfer_type: TransferType,
+    /// REST offset, consumed by the next RETR or STOR.
+    pub rest: Option<u64>,
+    /// RNFR path; only valid for the command right after it.
+    pub rename_from: Option<VirtualPath>,
+    /// The prepared data connection (PASV/EPSV/PORT/EPRT), consumed by the next transfer.
+    pub data: Option<DataChannel>,
+    /// EPSV ALL was sent: PORT, EPRT and PASV are refused from now on (RFC 2428).
+    pub epsv_all: bool,
+    /// Failed PASS attempts on this connection.
+    pub failed_logins: u32,
+    /// Lines that arrived during a transfer, run after it (pipelining).
+    pub queued: VecDeque<String>,
+}
+
+/// What waiting for the next line produced.
+enum Next {
+    Line(String),
+    Closed,
+    TooLong,
+    Idle,
+    Shutdown,
+}
+
+impl Session {
+    /// A new session on an accepted connection.
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        shared: Arc<Shared>,
+        shutdown: CancellationToken,
+    ) -> io::Result<Self> {
+        let local = stream.local_addr()?;
+        Ok(Session {
+            control: Framed::new(stream, ControlCodec::default()),
+            shared,
+            peer,
+            local,
+            shutdown,
+            login: Login::AwaitingUser,
+            cwd: VirtualPath::root(),
+            transfer_type: TransferType::Image,
+            rest: None,
+            rename_from: None,
+            data: None,
+            epsv_all: false,
+            failed_logins: 0,
+            queued: VecDeque::new(),
+        })
+    }
+
+    /// Serves the connection until QUIT, EOF, an error, idle timeout or shutdown.
+    pub async fn run(mut self) {
+        if let Err(err) = self.serve().await {
+            debug!(peer = %self.peer, %err, "session ended");
+        }
+        info!(peer = %self.peer, user = self.user_name(), "disconnected");
+    }
+
+    async fn serve(&mut self) -> io::Result<()> {
+        self.reply(220, "ferry FTP server ready").await?;
+        loop {
+            let line = match self.next_line().await {
+                Next::Line(line) => line,
+                Next::Closed => return Ok(()),
+                Next::TooLong => {
+                    return self
+                        .reply(500, "Command line too long, closing connection")
+                        .await;
+                }
+                Next::Idle => return self.reply(421, "Idle timeout, closing connection").await,
+                Next::Shutdown => return self.reply(421, "Server shutting down").await,
+            };
+            if self.dispatch(&line).await? == Flow::Close {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn next_line(&mut self) -> Next {
+        if let Some(line) = self.queued.pop_front() {
+            return Next::Line(line);
+        }
+        let idle = self.shared.config.idle_timeout;
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Next::Shutdown,
+            next = tokio::time::timeout(idle, self.control.next()) => match next {
+                Err(_) => Next::Idle,
+                Ok(None) | Ok(Some(Err(LineError::Io(_)))) => Next::Closed,
+                Ok(Some(Err(LineError::TooLong { .. }))) => Next::TooLong,
+                Ok(Some(Ok(line))) => Next::Line(line),
+            },
+        }
+    }
+
+    async fn dispatch(&mut self, line: &str) -> io::Result<Flow> {
+        let cmd = match Command::parse(line) {
+            Ok(cmd) => cmd,
+            Err(err) => {
+                self.reply(err.reply_code(), err.to_string()).await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        debug!(peer = %self.peer, verb = cmd.verb(), "command");
+        if !self.is_logged_in() && !allowed_before_login(&cmd) {
+            self.reply(530, "Please login with USER and PASS").await?;
+            return Ok(Flow::Continue);
+        }
+        let rename_from = self.rename_from.take();
+        crate::commands::run(self, cmd, rename_from).await
+    }
+
+    /// Sends a one-line reply.
+    pub async fn reply(&mut self, code: u16, text: impl Into<String>) -> io::Result<()> {
+        self.send(Reply::new(code, text)).await
+    }
+
+    /// Sends any reply.
+    pub async fn send(&mut self, reply: Reply) -> io::Result<()> {
+        self.control.send(reply).await
+    }
+
+    /// Answers a storage failure with its reply code; the one place that mapping happens.
+    pub async fn storage_error(&mut self, err: StorageError) -> io::Result<()> {
+        if let StorageError::Io(io_err) = &err {
+            tracing::error!(peer = %self.peer, user = self.user_name(), err = %io_err, "storage error");
+        }
+        self.reply(err.reply_code(), err.to_string()).await
+    }
+
+    /// True after a successful PASS.
+    pub fn is_logged_in(&self) -> bool {
+        matches!(self.login, Login::LoggedIn(_))
+    }
+
+    /// The logged-in user's name, or "-" for logs before login.
+    pub fn user_name(&self) -> &str {
+        match &self.login {
+            Login::LoggedIn(l) => &l.account.name,
+            _ => "-",
+        }
+    }
+
+    /// The logged-in user's storage. Callers run after the login gate in `dispatch`.
+    pub fn storage(&self) -> Option<Arc<dyn Storage>> {
+        match &self.login {
+            Login::LoggedIn(l) => Some(Arc::clone(&l.storage)),
+            _ => None,
+        }
+    }
+
+    /// True when the account may change files.
+    pub fn writable(&self) -> bool {
+        matches!(&self.login, Login::LoggedIn(l) if !l.account.read_only)
+    }
+
+    /// Resolves a client path against the current directory.
+    pub fn resolve(&self, arg: &str) -> VirtualPath {
+        resolve(&self.cwd, arg)
+    }
+
+    /// Runs `transfer` while still reading the control connection, so ABOR can stop it and
+    /// STAT can report on it; other commands wait until the transfer is over.
+    pub async fn run_transfer<T>(
+        &mut self,
+        transfer: impl Future<Output = T>,
+    ) -> io::Result<Transfer<T>> {
+        tokio::pin!(transfer);
+        loop {
+            tokio::select! {
+                result = &mut transfer => return Ok(Transfer::Finished(result)),
+                line = self.control.next() => match line {
+                    Some(Ok(line)) => match Command::parse(&line) {
+                        Ok(Command::Abor) => return Ok(Transfer::Aborted),
+                        Ok(Command::Stat(None)) => {
+                            self.reply(213, "Status: transfer in progress").await?;
+                        }
+                        _ => self.queued.push_back(line),
+                    },
+                    Some(Err(_)) | None => return Ok(Transfer::ControlLost),
+                },
+            }
+        }
+    }
+}
+
+/// Commands a client may send before logging in (RFC 959 and the FEAT/AUTH negotiation that
+/// clients do first).
+fn allowed_before_login(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::User(_)
+            | Command::Pass(_)
+            | Command::Quit
+            | Command::Feat
+            | Command::Syst
+            | Command::Help(_)
+            | Command::Noop
+            | Command::Auth(_)
+            | Command::Opts(_)
+    )
+}
+
+/// Errors inside a transfer: either side may fail.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TransferError {
+    /// The data connection could not be established: 425.
+    #[error("{0}")]
+    Connect(io::Error),
+    /// The data connection failed or stalled mid-transfer: 426.
+    #[error("{0}")]
+    Data(#[from] io::Error),
+    /// The storage failed: its own reply code.
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+}

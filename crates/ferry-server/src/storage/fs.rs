@@ -1,0 +1,462 @@
+//! Local-disk storage confined by capability: every operation goes through a cap-std `Dir`
+//! opened on the user's home, so `..`, absolute paths and symlinks cannot reach anything
+//! outside it, whatever the path string says.
+
+use std::io::{self, Seek, SeekFrom};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, MetadataExt, OpenOptions};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::{DirEntry, Download, Metadata, Storage, StorageError, Upload, UploadMode, VirtualPath};
+
+/// Prefix of the temporary sibling a replacing upload is written to.
+const TEMP_PREFIX: &str = ".ferry-upload-";
+
+/// A user's home directory on local disk.
+#[derive(Debug, Clone)]
+pub struct FsStorage {
+    /// The capability every path is resolved against; shared with blocking tasks.
+    home: Arc<Dir>,
+}
+
+impl FsStorage {
+    /// Opens (creating if needed) the home directory at `home`.
+    pub fn open(home: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(home)?;
+        let dir = Dir::open_ambient_dir(home, ambient_authority())?;
+        Ok(FsStorage {
+            home: Arc::new(dir),
+        })
+    }
+
+    /// Runs a blocking file-system call off the async threads.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Dir) -> Result<T, StorageError> + Send + 'static,
+    {
+        let home = Arc::clone(&self.home);
+        tokio::task::spawn_blocking(move || f(&home))
+            .await
+            .map_err(|err| StorageError::Io(io::Error::other(err)))?
+    }
+}
+
+fn convert(meta: &cap_std::fs::Metadata) -> Metadata {
+    Metadata {
+        is_dir: meta.is_dir(),
+        len: meta.len(),
+        modified: meta
+            .modified()
+            .map(|t| t.into_std())
+            .unwrap_or(SystemTime::UNIX_EPOCH),
+        mode: Some(meta.mode()),
+        unique: Some(format!("{:x}g{:x}", meta.dev(), meta.ino())),
+    }
+}
+
+fn list_dir(home: &Dir, path: &str) -> Result<Vec<DirEntry>, StorageError> {
+    let mut entries = Vec::new();
+    for entry in home.read_dir(path)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let meta = match entry.file_type() {
+            // Follow links inside the home; one that leads out (or nowhere) is not listed.
+            Ok(t) if t.is_symlink() => match home.metadata(Path::new(path).join(&name)) {
+                Ok(meta) => meta,
+                Err(_) => continue,
+            },
+            _ => match entry.metadata() {
+                Ok(meta) => meta,
+                Err(_) => continue,
+            },
+        };
+        entries.push(DirEntry {
+            name,
+            metadata: convert(&meta),
+        });
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(entries)
+}
+
+fn open_at(home: &Dir, path: &str, offset: u64) -> Result<std::fs::File, StorageError> {
+    let file = home.open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Err(StorageError::IsADirectory);
+    }
+    if offset > meta.len() {
+        return Err(StorageError::InvalidOffset {
+            offset,
+            len: meta.len(),
+        });
+    }
+    let mut file = file.into_std();
+    file.seek(SeekFrom::Start(offset))?;
+    Ok(file)
+}
+
+/// Where the bytes of an upload go, and what commit and abort do with them.
+#[derive(Debug)]
+enum Target {
+    /// A temporary sibling renamed over `target` on commit (replacing an existing file).
+    Temp { temp: String, target: String },
+    /// The file itself; `created` says this upload made it, so an empty one is removed on abort.
+    InPlace { path: String, created: bool },
+}
+
+fn random_suffix() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+fn start_upload(
+    home: &Dir,
+    path: &VirtualPath,
+    mode: UploadMode,
+) -> Result<(std::fs::File, Target), StorageError> {
+    if path.is_root() {
+        return Err(StorageError::InvalidName);
+    }
+    let rel = path.relative().to_string();
+    let mut opts = OpenOptions::new();
+    opts.write(true);
+    match mode {
+        UploadMode::Replace => match home.metadata(&rel) {
+            Ok(meta) if meta.is_dir() => Err(StorageError::IsADirectory),
+            Ok(_) => {
+                let parent = path.parent();
+                let temp = parent.join(&format!("{TEMP_PREFIX}{}", random_suffix()));
+                let temp = temp.relative().to_string();
+                let file = home.open_with(&temp, opts.create_new(true))?;
+                Ok((file.into_std(), Target::Temp { temp, target: rel }))
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                let file = home.open_with(&rel, opts.create_new(true))?;
+                Ok((
+                    file.into_std(),
+                    Target::InPlace {
+                        path: rel,
+                        created: true,
+                    },
+                ))
+            }
+            Err(err) => Err(err.into()),
+        },
+        UploadMode::ResumeAt(offset) => {
+            let file = home.open_with(&rel, opts.create(offset == 0))?;
+            let len = file.metadata()?.len();
+            if offset > len {
+                return Err(StorageError::InvalidOffset { offset, len });
+            }
+            file.set_len(offset)?;
+            let mut file = file.into_std();
+            file.seek(SeekFrom::Start(offset))?;
+            Ok((
+                file,
+                Target::InPlace {
+                    path: rel,
+                    created: false,
+                },
+            ))
+        }
+        UploadMode::Append => {
+            let file = home.open_with(&rel, opts.append(true).create(true))?;
+            Ok((
+                file.into_std(),
+                Target::InPlace {
+                    path: rel,
+                    created: false,
+                },
+            ))
+        }
+        UploadMode::CreateNew => {
+            let file = home.open_with(&rel, opts.create_new(true))?;
+            Ok((
+                file.into_std(),
+                Target::InPlace {
+                    path: rel,
+                    created: true,
+                },
+            ))
+        }
+    }
+}
+
+/// An upload in progress on local disk.
+#[derive(Debug)]
+struct FsUpload {
+    /// The open file the bytes are written to.
+    file: tokio::fs::File,
+    /// Needed to rename or remove the file when the upload ends.
+    home: Arc<Dir>,
+    /// What commit and abort do.
+    target: Target,
+    /// Bytes accepted so far; an upload that created a file and wrote nothing leaves nothing.
+    written: u64,
+    /// Set once committed, so Drop knows there is nothing to clean up.
+    done: bool,
+}
+
+impl AsyncWrite for FsUpload {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.file).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            self.written += n as u64;
+        }
+        poll
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.file).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.file).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Upload for FsUpload {
+    async fn commit(mut self: Box<Self>) -> Result<(), StorageError> {
+        self.file.flush().await?;
+        if let Target::Temp { temp, target } = &self.target {
+            // The replacement must be on disk before it takes the old file's name.
+            self.file.sync_all().await?;
+            let (home, temp, target) = (Arc::clone(&self.home), temp.clone(), target.clone());
+            tokio::task::spawn_blocking(move || home.rename(&temp, &home, &target))
+                .await
+                .map_err(|err| StorageError::Io(io::Error::other(err)))??;
+        }
+        self.done = true;
+        Ok(())
+    }
+
+    async fn abort(self: Box<Self>) {
+        // Drop does the clean-up; it is the same whether or not abort was called.
+    }
+}
+
+impl Drop for FsUpload {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let leftover = match &self.target {
+            Target::Temp { temp, .. } => Some(temp),
+            Target::InPlace {
+                path,
+                created: true,
+            } if self.written == 0 => Some(path),
+            Target::InPlace { .. } => None,
+        };
+        if let Some(path) = leftover {
+            if let Err(err) = self.home.remove_file(path) {
+                tracing::warn!(%err, path, "could not remove an aborted upload");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for FsStorage {
+    async fn metadata(&self, path: &VirtualPath) -> Result<Metadata, StorageError> {
+        let rel = path.relative().to_string();
+        self.blocking(move |home| Ok(convert(&home.metadata(rel)?)))
+            .await
+    }
+
+    async fn list(&self, path: &VirtualPath) -> Result<Vec<DirEntry>, StorageError> {
+        let rel = path.relative().to_string();
+        self.blocking(move |home| list_dir(home, &rel)).await
+    }
+
+    async fn read(&self, path: &VirtualPath, offset: u64) -> Result<Download, StorageError> {
+        let rel = path.relative().to_string();
+        let file = self
+            .blocking(move |home| open_at(home, &rel, offset))
+            .await?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
+    }
+
+    async fn write(
+        &self,
+        path: &VirtualPath,
+        mode: UploadMode,
+    ) -> Result<Box<dyn Upload>, StorageError> {
+        let path = path.clone();
+        let (file, target) = self
+            .blocking(move |home| start_upload(home, &path, mode))
+            .await?;
+        Ok(Box::new(FsUpload {
+            file: tokio::fs::File::from_std(file),
+            home: Arc::clone(&self.home),
+            target,
+            written: 0,
+            done: false,
+        }))
+    }
+
+    async fn create_dir(&self, path: &VirtualPath) -> Result<(), StorageError> {
+        if path.is_root() {
+            return Err(StorageError::AlreadyExists);
+        }
+        let rel = path.relative().to_string();
+        self.blocking(move |home| Ok(home.create_dir(rel)?)).await
+    }
+
+    async fn remove_dir(&self, path: &VirtualPath) -> Result<(), StorageError> {
+        if path.is_root() {
+            return Err(StorageError::PermissionDenied);
+        }
+        let rel = path.relative().to_string();
+        self.blocking(move |home| Ok(home.remove_dir(rel)?)).await
+    }
+
+    async fn remove_file(&self, path: &VirtualPath) -> Result<(), StorageError> {
+        let rel = path.relative().to_string();
+        self.blocking(move |home| {
+            if home.symlink_metadata(&rel)?.is_dir() {
+                return Err(StorageError::IsADirectory);
+            }
+            Ok(home.remove_file(rel)?)
+        })
+        .await
+    }
+
+    async fn rename(&self, from: &VirtualPath, to: &VirtualPath) -> Result<(), StorageError> {
+        if from.is_root() || to.is_root() {
+            return Err(StorageError::PermissionDenied);
+        }
+        let (from, to) = (from.relative().to_string(), to.relative().to_string());
+        self.blocking(move |home| Ok(home.rename(from, home, to)?))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::resolve;
+    use tokio::io::AsyncReadExt;
+
+    fn vpath(s: &str) -> VirtualPath {
+        resolve(&VirtualPath::root(), s)
+    }
+
+    async fn put(storage: &FsStorage, path: &str, mode: UploadMode, bytes: &[u8]) {
+        let mut up = storage.write(&vpath(path), mode).await.unwrap();
+        up.write_all(bytes).await.unwrap();
+        up.commit().await.unwrap();
+    }
+
+    async fn get(storage: &FsStorage, path: &str, offset: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        storage
+            .read(&vpath(path), offset)
+            .await
+            .unwrap()
+            .read_to_end(&mut out)
+            .await
+            .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn replace_keeps_the_old_file_until_commit_and_aborted_replace_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = FsStorage::open(tmp.path()).unwrap();
+        put(&storage, "f", UploadMode::Replace, b"old").await;
+        let mut up = storage
+            .write(&vpath("f"), UploadMode::Replace)
+            .await
+            .unwrap();
+        up.write_all(b"new new").await.unwrap();
+        up.flush().await.unwrap();
+        assert_eq!(std::fs::read(tmp.path().join("f")).unwrap(), b"old");
+        up.abort().await;
+        assert_eq!(std::fs::read(tmp.path().join("f")).unwrap(), b"old");
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "temp file left behind"
+        );
+        put(&storage, "f", UploadMode::Replace, b"new").await;
+        assert_eq!(get(&storage, "f", 0).await, b"new");
+    }
+
+    #[tokio::test]
+    async fn resume_truncates_to_the_offset_and_continues() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = FsStorage::open(tmp.path()).unwrap();
+        put(&storage, "f", UploadMode::Replace, b"abcdef").await;
+        put(&storage, "f", UploadMode::ResumeAt(3), b"XY").await;
+        assert_eq!(get(&storage, "f", 0).await, b"abcXY");
+        let err = storage
+            .write(&vpath("f"), UploadMode::ResumeAt(99))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.reply_code(), 554);
+        put(&storage, "f", UploadMode::Append, b"!").await;
+        assert_eq!(get(&storage, "f", 2).await, b"cXY!");
+    }
+
+    #[tokio::test]
+    async fn read_beyond_the_end_is_554() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = FsStorage::open(tmp.path()).unwrap();
+        put(&storage, "f", UploadMode::Replace, b"abc").await;
+        assert_eq!(get(&storage, "f", 3).await, b"");
+        let err = storage.read(&vpath("f"), 4).await.err().unwrap();
+        assert_eq!(err.reply_code(), 554);
+    }
+
+    #[tokio::test]
+    async fn symlinks_leading_out_of_the_home_are_refused_and_not_listed() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"secret").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), tmp.path().join("out")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), tmp.path().join("s")).unwrap();
+        let storage = FsStorage::open(tmp.path()).unwrap();
+        for path in ["out/secret", "s"] {
+            let err = storage.read(&vpath(path), 0).await.err().unwrap();
+            assert_eq!(err.reply_code(), 550, "{path}: {err:?}");
+        }
+        assert!(storage.list(&vpath("out")).await.is_err());
+        assert!(storage.list(&VirtualPath::root()).await.unwrap().is_empty());
+        assert!(
+            storage
+                .write(&vpath("out/new"), UploadMode::Replace)
+                .await
+                .is_err()
+        );
+        assert!(!outside.path().join("new").exists());
+    }
+
+    #[tokio::test]
+    async fn the_root_cannot_be_removed_or_renamed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = FsStorage::open(tmp.path()).unwrap();
+        assert!(storage.remove_dir(&VirtualPath::root()).await.is_err());
+        assert!(
+            storage
+                .rename(&VirtualPath::root(), &vpath("x"))
+                .await
+                .is_err()
+        );
+        assert!(tmp.path().exists());
+    }
+}

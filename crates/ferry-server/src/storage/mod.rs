@@ -1,0 +1,173 @@
+//! Where a user's files live. The session speaks to a [`Storage`] in virtual paths ("/a/b",
+//! with the user's home as "/"); the backend confines every operation to that home. Local disk
+//! ([`fs::FsStorage`]) is the default; the trait is the seam for object storage later, so it
+//! assumes nothing about file descriptors or local paths.
+
+pub mod fs;
+mod path;
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use path::{VirtualPath, resolve};
+
+/// What a storage operation can fail with, phrased as the protocol outcome it causes; the
+/// session turns each into a reply in one place ([`StorageError::reply_code`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// No such file or directory: 550.
+    #[error("No such file or directory")]
+    NotFound,
+    /// The OS refused, or the path would leave the home directory: 550. Both read the same to
+    /// the client, so probing cannot tell what lies outside.
+    #[error("Permission denied")]
+    PermissionDenied,
+    /// The target already exists: 550.
+    #[error("File exists")]
+    AlreadyExists,
+    /// A directory was needed: 550.
+    #[error("Not a directory")]
+    NotADirectory,
+    /// A file was needed: 550.
+    #[error("Is a directory")]
+    IsADirectory,
+    /// RMD of a directory with entries: 550.
+    #[error("Directory not empty")]
+    DirectoryNotEmpty,
+    /// The name itself is unacceptable (the home root, an over-long name): 553.
+    #[error("File name not allowed")]
+    InvalidName,
+    /// A REST offset beyond the end of the file: 554.
+    #[error("Invalid REST offset {offset}: file is {len} bytes")]
+    InvalidOffset {
+        /// The offset the client asked for.
+        offset: u64,
+        /// The current size of the file.
+        len: u64,
+    },
+    /// The disk is full: 452.
+    #[error("Insufficient storage space")]
+    NoSpace,
+    /// Anything else local: 451.
+    #[error("Local error: {0}")]
+    Io(std::io::Error),
+}
+
+impl StorageError {
+    /// The reply code this outcome is answered with.
+    pub fn reply_code(&self) -> u16 {
+        match self {
+            StorageError::NotFound
+            | StorageError::PermissionDenied
+            | StorageError::AlreadyExists
+            | StorageError::NotADirectory
+            | StorageError::IsADirectory
+            | StorageError::DirectoryNotEmpty => 550,
+            StorageError::InvalidName => 553,
+            StorageError::InvalidOffset { .. } => 554,
+            StorageError::NoSpace => 452,
+            StorageError::Io(_) => 451,
+        }
+    }
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(err: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        match err.kind() {
+            K::NotFound => StorageError::NotFound,
+            K::PermissionDenied => StorageError::PermissionDenied,
+            K::AlreadyExists => StorageError::AlreadyExists,
+            K::NotADirectory => StorageError::NotADirectory,
+            K::IsADirectory => StorageError::IsADirectory,
+            K::DirectoryNotEmpty => StorageError::DirectoryNotEmpty,
+            K::StorageFull | K::QuotaExceeded => StorageError::NoSpace,
+            K::InvalidFilename => StorageError::InvalidName,
+            // cap-std reports a path that would leave the home as "a path led outside".
+            _ if is_escape(&err) => StorageError::PermissionDenied,
+            _ => StorageError::Io(err),
+        }
+    }
+}
+
+fn is_escape(err: &std::io::Error) -> bool {
+    err.to_string().contains("outside of the filesystem")
+}
+
+/// The facts about one file or directory that listings and SIZE/MDTM need.
+#[derive(Debug, Clone)]
+pub struct Metadata {
+    /// Directory or file: decides the LIST mode letter and the MLSD type fact.
+    pub is_dir: bool,
+    /// Size in bytes (SIZE, LIST, MLSD size fact).
+    pub len: u64,
+    /// Last modification (MDTM, LIST date, MLSD modify fact).
+    pub modified: SystemTime,
+    /// Unix permission bits when the backend has them, for the `ls -l` mode column.
+    pub mode: Option<u32>,
+    /// A stable identity (MLSD unique fact), so clients can spot hard links and loops.
+    pub unique: Option<String>,
+}
+
+/// One directory entry.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    /// The entry's name within its directory.
+    pub name: String,
+    /// Its facts (symlinks are followed inside the home; ones pointing out are left out).
+    pub metadata: Metadata,
+}
+
+/// How an upload treats an existing file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadMode {
+    /// STOR: replace atomically on commit; the old file stays until the upload completed.
+    Replace,
+    /// REST n + STOR: keep the first n bytes and continue writing in place (upload resume).
+    ResumeAt(u64),
+    /// APPE: append, creating the file if needed.
+    Append,
+    /// STOU: the name must not exist yet.
+    CreateNew,
+}
+
+/// A file being written. Bytes go through `AsyncWrite`; nothing is final until `commit`.
+#[async_trait]
+pub trait Upload: AsyncWrite + Send + Unpin {
+    /// Makes the upload visible under its final name (renames a replacement into place).
+    async fn commit(self: Box<Self>) -> Result<(), StorageError>;
+    /// Gives up: a replacement's temporary file is removed and the old file stays as it was;
+    /// bytes already written in place (new file, resume, append) are kept so the client can
+    /// resume from there.
+    async fn abort(self: Box<Self>);
+}
+
+/// A readable file positioned at the requested offset.
+pub type Download = Box<dyn AsyncRead + Send + Unpin>;
+
+/// A user's file space. Every path is virtual and absolute ("/" is the home).
+#[async_trait]
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// Facts about one path (symlinks followed inside the home).
+    async fn metadata(&self, path: &VirtualPath) -> Result<Metadata, StorageError>;
+    /// The entries of a directory, sorted by name.
+    async fn list(&self, path: &VirtualPath) -> Result<Vec<DirEntry>, StorageError>;
+    /// Opens a file for reading from `offset` (beyond the end: [`StorageError::InvalidOffset`]).
+    async fn read(&self, path: &VirtualPath, offset: u64) -> Result<Download, StorageError>;
+    /// Starts an upload.
+    async fn write(
+        &self,
+        path: &VirtualPath,
+        mode: UploadMode,
+    ) -> Result<Box<dyn Upload>, StorageError>;
+    /// MKD.
+    async fn create_dir(&self, path: &VirtualPath) -> Result<(), StorageError>;
+    /// RMD (the directory must be empty).
+    async fn remove_dir(&self, path: &VirtualPath) -> Result<(), StorageError>;
+    /// DELE.
+    async fn remove_file(&self, path: &VirtualPath) -> Result<(), StorageError>;
+    /// RNFR + RNTO.
+    async fn rename(&self, from: &VirtualPath, to: &VirtualPath) -> Result<(), StorageError>;
+}
