@@ -1,14 +1,200 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Test support: a real ferry server on 127.0.0.1 port 0 with a temporary data directory and
+//! users, running on its own thread and runtime so that synchronous tests (curl, lftp,
+//! Python's ftplib as child processes) and async tests (suppaftp) can both drive it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ferry_server::ServerConfig;
+use ferry_server::users::{self, Password, UserEntry, UserStore};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+/// An account the test server was started with.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    /// Login name.
+    pub name: String,
+    /// Cleartext password, for the client under test.
+    pub password: String,
+    /// Whether the account was created read-only.
+    pub read_only: bool,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Builds a [`TestServer`].
+#[derive(Debug)]
+pub struct Builder {
+    users: Vec<TestUser>,
+    listen: Vec<SocketAddr>,
+    configure: Vec<fn(&mut ServerConfig)>,
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl Builder {
+    /// Adds a read-write user.
+    pub fn user(mut self, name: &str, password: &str) -> Self {
+        self.users.push(TestUser {
+            name: name.into(),
+            password: password.into(),
+            read_only: false,
+        });
+        self
+    }
+
+    /// Adds a read-only user.
+    pub fn read_only_user(mut self, name: &str, password: &str) -> Self {
+        self.users.push(TestUser {
+            name: name.into(),
+            password: password.into(),
+            read_only: true,
+        });
+        self
+    }
+
+    /// Listens on `addr` instead of 127.0.0.1:0 (e.g. `[::1]:0`); repeatable.
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.listen.push(addr.parse().unwrap());
+        self
+    }
+
+    /// Adjusts the server config before start (limits, timeouts).
+    pub fn config(mut self, f: fn(&mut ServerConfig)) -> Self {
+        self.configure.push(f);
+        self
+    }
+
+    /// Creates the data directory and users, binds, and starts serving.
+    pub fn start(self) -> TestServer {
+        let data = tempfile::tempdir().unwrap();
+        for user in &self.users {
+            // Cheap argon2id parameters: the PHC string carries them, so verification is real.
+            let hash =
+                users::hash_password_with_params(&Password::new(user.password.clone()), 64, 1, 1)
+                    .unwrap();
+            let entry = UserEntry::new(hash, users::default_home(&user.name), user.read_only);
+            users::add_user(data.path(), &user.name, entry).unwrap();
+        }
+        let mut config = ServerConfig::new(data.path());
+        config.login_fail_delay = Duration::from_millis(50);
+        config.data_timeout = Duration::from_secs(10);
+        config.shutdown_grace = Duration::from_secs(2);
+        for f in &self.configure {
+            f(&mut config);
+        }
+        let store = Arc::new(UserStore::open(data.path()).unwrap());
+        let listen = if self.listen.is_empty() {
+            vec!["127.0.0.1:0".parse().unwrap()]
+        } else {
+            self.listen
+        };
+        // Bound here, before the thread starts, so the address is known and connectable at once.
+        let listeners: Vec<_> = listen
+            .iter()
+            .map(|addr| {
+                let listener = std::net::TcpListener::bind(addr).unwrap();
+                listener.set_nonblocking(true).unwrap();
+                listener
+            })
+            .collect();
+        let addrs = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let listeners = runtime.block_on(async {
+                listeners
+                    .into_iter()
+                    .map(|l| tokio::net::TcpListener::from_std(l).unwrap())
+                    .collect()
+            });
+            runtime
+                .block_on(ferry_server::run(listeners, config, store, async {
+                    let _ = stopped.await;
+                }))
+                .unwrap();
+        });
+        TestServer {
+            addrs,
+            data,
+            users: self.users,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+/// A running server; stopped and its data directory removed on drop.
+#[derive(Debug)]
+pub struct TestServer {
+    /// Where it listens, in the order given (the first is 127.0.0.1 by default).
+    pub addrs: Vec<SocketAddr>,
+    /// The data directory (users.toml, home/<user>/).
+    pub data: TempDir,
+    /// The accounts it was started with.
+    pub users: Vec<TestUser>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// A server with users `alice` (password `alice-pw`), `bob` (`bob-pw`) and the read-only
+    /// `reader` (`reader-pw`).
+    pub fn start() -> TestServer {
+        TestServer::builder()
+            .user("alice", "alice-pw")
+            .user("bob", "bob-pw")
+            .read_only_user("reader", "reader-pw")
+            .start()
+    }
+
+    /// A builder with no users.
+    pub fn builder() -> Builder {
+        Builder {
+            users: Vec::new(),
+            listen: Vec::new(),
+            configure: Vec::new(),
+        }
+    }
+
+    /// The first listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// A user's home directory on disk.
+    pub fn home(&self, user: &str) -> PathBuf {
+        self.data.path().join("home").join(user)
+    }
+
+    /// `ftp://user:password@host:port` for a user the server was started with.
+    pub fn url(&self, user: &str) -> String {
+        let u = self
+            .users
+            .iter()
+            .find(|u| u.name == user)
+            .expect("unknown test user");
+        format!("ftp://{}:{}@{}", u.name, u.password, self.addr())
+    }
+
+    /// Stops the server and waits for it (running transfers get the grace period).
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -1,4 +1,6 @@
-//! Integration tests of the ferry binary and server, driven by real clients.
-#![allow(clippy::unwrap_used)]
+//! Integration tests of the ferry binary and server, driven by clients nobody here wrote:
+//! suppaftp, Python's ftplib, curl and lftp, against a real server on 127.0.0.1.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod smoke;
 mod user_cli;
