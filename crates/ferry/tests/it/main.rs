@@ -2,5 +2,13 @@
 //! suppaftp, Python's ftplib, curl and lftp, against a real server on 127.0.0.1.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod binary;
+mod concurrency;
+mod curl;
+mod ftplib;
+mod jail;
+mod lftp;
+mod protocol;
+mod raw;
 mod smoke;
 mod user_cli;
