@@ -118,6 +118,9 @@ pub enum ParseError {
     /// Well-formed but a parameter value we do not support (TYPE E, MODE B): 504.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// EPRT/EPSV with a network protocol other than 1 (IPv4) or 2 (IPv6): 522 (RFC 2428).
+    #[error("Network protocol not supported, use (1,2)")]
+    NetworkProtocol,
 }
 
 impl ParseError {
@@ -128,6 +131,7 @@ impl ParseError {
             ParseError::Unknown(_) => 502,
             ParseError::BadArgument(_) => 501,
             ParseError::Unsupported(_) => 504,
+            ParseError::NetworkProtocol => 522,
         }
     }
 }
@@ -355,11 +359,7 @@ fn parse_eprt(arg: &str) -> Result<SocketAddr, ParseError> {
     let ip: IpAddr = match proto {
         "1" => IpAddr::V4(addr.parse().map_err(|_| BAD)?),
         "2" => IpAddr::V6(addr.parse().map_err(|_| BAD)?),
-        _ => {
-            return Err(ParseError::Unsupported(
-                "network protocol not supported, use (1,2)",
-            ));
-        }
+        _ => return Err(ParseError::NetworkProtocol),
     };
     let port: u16 = port.parse().map_err(|_| BAD)?;
     Ok(SocketAddr::new(ip, port))
@@ -369,9 +369,7 @@ fn parse_epsv(arg: &str) -> Result<EpsvArg, ParseError> {
     match arg.trim().to_ascii_uppercase().as_str() {
         "" | "1" | "2" => Ok(EpsvArg::Open),
         "ALL" => Ok(EpsvArg::All),
-        _ => Err(ParseError::Unsupported(
-            "network protocol not supported, use (1,2)",
-        )),
+        _ => Err(ParseError::NetworkProtocol),
     }
 }
 
@@ -509,7 +507,7 @@ mod tests {
             parse("EPRT !2!::1!5282!"),
             Ok(Command::Eprt("[::1]:5282".parse().unwrap()))
         );
-        assert_eq!(parse("EPRT |3|x|1|").unwrap_err().reply_code(), 504);
+        assert_eq!(parse("EPRT |3|x|1|").unwrap_err().reply_code(), 522);
         for bad in [
             "EPRT",
             "EPRT |1|::1|5|",
@@ -525,7 +523,7 @@ mod tests {
         assert_eq!(parse("EPSV"), Ok(Command::Epsv(EpsvArg::Open)));
         assert_eq!(parse("EPSV 2"), Ok(Command::Epsv(EpsvArg::Open)));
         assert_eq!(parse("epsv all"), Ok(Command::Epsv(EpsvArg::All)));
-        assert_eq!(parse("EPSV 9").unwrap_err().reply_code(), 504);
+        assert_eq!(parse("EPSV 9").unwrap_err().reply_code(), 522);
     }
 
     #[test]

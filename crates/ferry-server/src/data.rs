@@ -143,6 +143,22 @@ pub enum Convert {
     FromWire(FromCrlf),
 }
 
+/// Which side of a copy failed: the caller knows which side is the network (426) and which
+/// the storage (452 for a full disk, 451 otherwise).
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// Reading failed or stalled.
+    #[error("{0}")]
+    Read(io::Error),
+    /// Writing failed or stalled.
+    #[error("{0}")]
+    Write(io::Error),
+}
+
+fn stalled() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "transfer stalled")
+}
+
 /// Copies `reader` to `writer` until EOF, converting line endings as asked, and fails if no
 /// progress is made for `stall` (a client that stopped reading or sending). Returns the bytes
 /// read. The writer is flushed but not shut down.
@@ -151,19 +167,20 @@ pub async fn copy<R, W>(
     writer: &mut W,
     mut convert: Convert,
     stall: Duration,
-) -> io::Result<u64>
+) -> Result<u64, CopyError>
 where
     R: AsyncRead + Unpin + ?Sized,
     W: AsyncWrite + Unpin + ?Sized,
 {
-    let stalled = || io::Error::new(io::ErrorKind::TimedOut, "transfer stalled");
     let mut buf = vec![0u8; COPY_BUFFER];
     let mut converted = Vec::new();
     let mut total = 0u64;
     loop {
-        let n = timeout(stall, reader.read(&mut buf))
-            .await
-            .map_err(|_| stalled())??;
+        let n = match timeout(stall, reader.read(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(err)) => return Err(CopyError::Read(err)),
+            Err(_) => return Err(CopyError::Read(stalled())),
+        };
         converted.clear();
         let chunk: &[u8] = match (&mut convert, n) {
             (Convert::FromWire(c), 0) => {
@@ -182,19 +199,25 @@ where
             }
         };
         if !chunk.is_empty() {
-            timeout(stall, writer.write_all(chunk))
-                .await
-                .map_err(|_| stalled())??;
+            write_within(stall, writer.write_all(chunk)).await?;
         }
         if n == 0 {
             break;
         }
         total += n as u64;
     }
-    timeout(stall, writer.flush())
-        .await
-        .map_err(|_| stalled())??;
+    write_within(stall, writer.flush()).await?;
     Ok(total)
+}
+
+async fn write_within(
+    stall: Duration,
+    write: impl std::future::Future<Output = io::Result<()>>,
+) -> Result<(), CopyError> {
+    match timeout(stall, write).await {
+        Ok(result) => result.map_err(CopyError::Write),
+        Err(_) => Err(CopyError::Write(stalled())),
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@ use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
 
 use super::{storage, writable_storage};
-use crate::data::{Convert, DataChannel, canonical, check_active_target, copy, listen_passive};
+use crate::data::{
+    Convert, CopyError, DataChannel, canonical, check_active_target, copy, listen_passive,
+};
 use crate::listing::{ls_line, mlsx_line};
 use crate::session::{Session, Transfer, TransferError};
 use crate::storage::{DirEntry, UploadMode, VirtualPath};
@@ -102,7 +104,10 @@ pub(super) async fn port(s: &mut Session, target: SocketAddr) -> io::Result<()> 
     s.reply(200, "Active data connection prepared").await
 }
 
+/// Takes the prepared data connection for a transfer; a REST offset not used by this
+/// transfer is dropped with it, so it cannot apply to a later one by surprise.
 async fn take_channel(s: &mut Session) -> io::Result<Option<DataChannel>> {
+    s.rest = None;
     let channel = s.data.take();
     if channel.is_none() {
         s.reply(425, "Use PASV, EPSV, PORT or EPRT first").await?;
@@ -147,7 +152,12 @@ pub(super) async fn retr(s: &mut Session, arg: &str) -> io::Result<()> {
     let outcome = s
         .run_transfer(async move {
             let mut stream = params.connect(channel).await?;
-            let n = copy(&mut reader, &mut stream, convert, stall).await?;
+            let n = copy(&mut reader, &mut stream, convert, stall)
+                .await
+                .map_err(|err| match err {
+                    CopyError::Read(err) => TransferError::Storage(err.into()),
+                    CopyError::Write(err) => TransferError::Data(err),
+                })?;
             stream.shutdown().await?;
             Ok(n)
         })
@@ -211,7 +221,12 @@ async fn upload(
         .run_transfer(async move {
             let received = async {
                 let mut stream = params.connect(channel).await?;
-                Ok::<_, TransferError>(copy(&mut stream, &mut *upload, convert, stall).await?)
+                copy(&mut stream, &mut *upload, convert, stall)
+                    .await
+                    .map_err(|err| match err {
+                        CopyError::Read(err) => TransferError::Data(err),
+                        CopyError::Write(err) => TransferError::Storage(err.into()),
+                    })
             }
             .await;
             match received {
@@ -331,7 +346,15 @@ pub(super) async fn nlst(s: &mut Session, arg: Option<&str>) -> io::Result<()> {
     send_listing(s, "NLST", &path, list.into_iter().map(|e| e.name).collect()).await
 }
 
+/// MLSD lists a directory only; on a file it is 501 (RFC 3659 section 7.2).
 pub(super) async fn mlsd(s: &mut Session, arg: Option<&str>) -> io::Result<()> {
+    if let (Some(a), Some(storage)) = (arg, s.storage()) {
+        if matches!(storage.metadata(&s.resolve(a)).await, Ok(meta) if !meta.is_dir) {
+            return s
+                .reply(501, "MLSD needs a directory; use MLST for a file")
+                .await;
+        }
+    }
     let Some((path, list)) = entries(s, arg).await? else {
         return Ok(());
     };
