@@ -51,24 +51,86 @@ pub fn timeval(time: SystemTime) -> String {
     date.format("%Y%m%d%H%M%S").to_string()
 }
 
-/// RFC 3659 facts followed by a space and the name: `type=file;size=3;...; name`.
-pub fn mlsx_line(name: &str, meta: &Metadata, writable: bool) -> String {
-    let kind = if meta.is_dir { "dir" } else { "file" };
-    let perm = match (meta.is_dir, writable) {
-        (true, true) => "cdeflmp",
-        (true, false) => "el",
-        (false, true) => "adfrw",
-        (false, false) => "r",
-    };
-    let mut facts = format!(
-        "type={kind};size={};modify={};perm={perm};",
-        meta.len,
-        timeval(meta.modified)
-    );
-    if let Some(unique) = &meta.unique {
-        facts.push_str(&format!("unique={unique};"));
+/// The MLST/MLSD facts ferry knows, in the order they are sent.
+const FACT_NAMES: [&str; 5] = ["type", "size", "modify", "perm", "unique"];
+
+/// The facts a client selected with `OPTS MLST` (RFC 3659 section 7.9); all by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts([bool; 5]);
+
+impl Default for Facts {
+    fn default() -> Self {
+        Facts([true; 5])
     }
-    format!("{facts} {name}")
+}
+
+impl Facts {
+    /// The selection named in `type;size;...` (case-insensitive); unknown names are ignored.
+    pub fn select(list: &str) -> Facts {
+        let wanted: Vec<String> = list
+            .split(';')
+            .map(|f| f.trim().to_ascii_lowercase())
+            .collect();
+        Facts(FACT_NAMES.map(|name| wanted.iter().any(|w| w == name)))
+    }
+
+    /// The selected facts as `type;size;` for the OPTS reply.
+    pub fn selected(&self) -> String {
+        FACT_NAMES
+            .iter()
+            .zip(self.0)
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| format!("{n};"))
+            .collect()
+    }
+
+    /// The FEAT line: every fact, selected ones marked with `*`.
+    pub fn feat_line(&self) -> String {
+        let facts: String = FACT_NAMES
+            .iter()
+            .zip(self.0)
+            .map(|(n, on)| {
+                if on {
+                    format!("{n}*;")
+                } else {
+                    format!("{n};")
+                }
+            })
+            .collect();
+        format!("MLST {facts}")
+    }
+}
+
+/// RFC 3659 facts followed by a space and the name: `type=file;size=3;...; name`.
+pub fn mlsx_line(name: &str, meta: &Metadata, writable: bool, facts: Facts) -> String {
+    let [kind, size, modify, perm, unique] = facts.0;
+    let mut line = String::new();
+    if kind {
+        line.push_str(if meta.is_dir {
+            "type=dir;"
+        } else {
+            "type=file;"
+        });
+    }
+    if size {
+        line.push_str(&format!("size={};", meta.len));
+    }
+    if modify {
+        line.push_str(&format!("modify={};", timeval(meta.modified)));
+    }
+    if perm {
+        let perm = match (meta.is_dir, writable) {
+            (true, true) => "cdeflmp",
+            (true, false) => "el",
+            (false, true) => "adfrw",
+            (false, false) => "r",
+        };
+        line.push_str(&format!("perm={perm};"));
+    }
+    if let (true, Some(id)) = (unique, &meta.unique) {
+        line.push_str(&format!("unique={id};"));
+    }
+    format!("{line} {name}")
 }
 
 #[cfg(test)]
@@ -109,9 +171,22 @@ mod tests {
     fn mlsx_facts_follow_rfc3659() {
         let e = entry("f", false, 3, 1_000_000_000, 0o644);
         assert_eq!(
-            mlsx_line("f", &e.metadata, true),
+            mlsx_line("f", &e.metadata, true, Facts::default()),
             "type=file;size=3;modify=20010909014640;perm=adfrw;unique=801g2a; f"
         );
-        assert!(mlsx_line("f", &e.metadata, false).contains("perm=r;"));
+        assert!(mlsx_line("f", &e.metadata, false, Facts::default()).contains("perm=r;"));
+    }
+
+    #[test]
+    fn opts_mlst_selects_facts_and_feat_marks_them() {
+        let e = entry("f", false, 3, 1_000_000_000, 0o644);
+        let facts = Facts::select("Size;type;bogus;");
+        assert_eq!(facts.selected(), "type;size;");
+        assert_eq!(facts.feat_line(), "MLST type*;size*;modify;perm;unique;");
+        assert_eq!(
+            mlsx_line("f", &e.metadata, true, facts),
+            "type=file;size=3; f"
+        );
+        assert_eq!(Facts::select("").selected(), "");
     }
 }

@@ -16,6 +16,7 @@ use tracing::{debug, info};
 
 use crate::data::DataChannel;
 use crate::listener::Shared;
+use crate::listing::Facts;
 use crate::storage::{Storage, StorageError, VirtualPath, resolve};
 use crate::users::Account;
 
@@ -84,6 +85,8 @@ pub(crate) struct Session {
     pub rename_from: Option<VirtualPath>,
     /// The prepared data connection (PASV/EPSV/PORT/EPRT), consumed by the next transfer.
     pub data: Option<DataChannel>,
+    /// MLST/MLSD facts chosen with OPTS MLST.
+    pub mlst_facts: Facts,
     /// EPSV ALL was sent: PORT, EPRT and PASV are refused from now on (RFC 2428).
     pub epsv_all: bool,
     /// Failed PASS attempts on this connection.
@@ -122,6 +125,7 @@ impl Session {
             rest: None,
             rename_from: None,
             data: None,
+            mlst_facts: Facts::default(),
             epsv_all: false,
             failed_logins: 0,
             queued: VecDeque::new(),

@@ -39,12 +39,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr, one line per event; `RUST_LOG` filters (default: info).
+/// Logs go to stderr, one line per event; `RUST_LOG` filters (default: info). Colours only on
+/// a terminal, so log files stay plain text.
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }

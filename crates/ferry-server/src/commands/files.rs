@@ -122,7 +122,7 @@ pub(super) async fn mlst(s: &mut Session, arg: Option<&str>) -> io::Result<()> {
     let path = arg.map_or_else(|| s.cwd.clone(), |a| s.resolve(a));
     match storage.metadata(&path).await {
         Ok(meta) => {
-            let fact_line = mlsx_line(path.as_str(), &meta, s.writable());
+            let fact_line = mlsx_line(path.as_str(), &meta, s.writable(), s.mlst_facts);
             let lines = vec![format!("Listing {path}"), fact_line, "End".to_string()];
             s.send(Reply::multi(250, lines)).await
         }

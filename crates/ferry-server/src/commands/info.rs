@@ -5,14 +5,15 @@ use std::io;
 
 use ferry_proto::{Reply, TransferType};
 
+use crate::listing::Facts;
 use crate::session::Session;
 
-/// FEAT lines (RFC 2389): one feature per line, indented by the reply encoder.
+/// FEAT lines (RFC 2389): one feature per line, indented by the reply encoder; the MLST line
+/// is added per session because it marks the selected facts.
 const FEATURES: &[&str] = &[
     "EPRT",
     "EPSV",
     "MDTM",
-    "MLST type*;size*;modify*;perm*;unique*;",
     "PASV",
     "REST STREAM",
     "SIZE",
@@ -49,8 +50,11 @@ pub(super) async fn stru(s: &mut Session, stru: char) -> io::Result<()> {
 }
 
 pub(super) async fn feat(s: &mut Session) -> io::Result<()> {
+    let mut features: Vec<String> = FEATURES.iter().map(|f| f.to_string()).collect();
+    features.push(s.mlst_facts.feat_line());
+    features.sort();
     let mut lines = vec!["Features:".to_string()];
-    lines.extend(FEATURES.iter().map(|f| f.to_string()));
+    lines.extend(features);
     lines.push("End".to_string());
     s.send(Reply::multi(211, lines)).await
 }
@@ -62,10 +66,12 @@ pub(super) async fn opts(s: &mut Session, opt: &str) -> io::Result<()> {
     match (name.as_str(), value.as_str()) {
         // Names are always UTF-8 (RFC 2640); OFF is accepted and changes nothing, as vsftpd.
         ("UTF8" | "UTF-8", "ON" | "OFF" | "") => s.reply(200, "Always in UTF8 mode").await,
-        // We always send every fact; the reply names them, as RFC 3659 7.9 asks.
+        // RFC 3659 7.9: the reply names the facts now selected, those we know of the request.
         ("MLST", _) => {
-            s.reply(200, "MLST OPTS type;size;modify;perm;unique;")
-                .await
+            let list = opt.split_whitespace().nth(1).unwrap_or("");
+            s.mlst_facts = Facts::select(list);
+            let text = format!("MLST OPTS {}", s.mlst_facts.selected());
+            s.reply(200, text).await
         }
         _ => s.reply(501, "Option not understood").await,
     }

@@ -358,10 +358,10 @@ pub(super) async fn mlsd(s: &mut Session, arg: Option<&str>) -> io::Result<()> {
     let Some((path, list)) = entries(s, arg).await? else {
         return Ok(());
     };
-    let writable = s.writable();
+    let (writable, facts) = (s.writable(), s.mlst_facts);
     let lines = list
         .iter()
-        .map(|e| mlsx_line(&e.name, &e.metadata, writable))
+        .map(|e| mlsx_line(&e.name, &e.metadata, writable, facts))
         .collect();
     send_listing(s, "MLSD", &path, lines).await
 }
