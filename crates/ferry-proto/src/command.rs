@@ -101,6 +101,67 @@ pub enum Command {
     Auth(String),
     Pbsz(String),
     Prot(String),
+    /// HASH path (draft-bryan-ftpext-hash-02): the selected algorithm over the selected range.
+    Hash(String),
+    /// RANG start end: the byte range the next HASH covers (`RANG 1 0` resets).
+    Rang(u64, u64),
+    /// XSHA256/XSHA512/XSHA1/XMD5/XCRC path [start end]: the widely deployed aliases.
+    XHash {
+        /// Which algorithm the verb names.
+        algorithm: HashAlgorithm,
+        /// The file.
+        path: String,
+        /// Optional start and end offsets that follow the name.
+        range: Option<(u64, u64)>,
+    },
+    /// MD5 path (draft-twine-ftpmd5): MD5 of a whole file.
+    Md5(String),
+    /// MMD5 path[,path...]: MD5 of several files.
+    Mmd5(String),
+}
+
+/// Checksum algorithms for HASH and its aliases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HashAlgorithm {
+    /// SHA-256, the default.
+    Sha256,
+    /// SHA-512.
+    Sha512,
+    /// SHA-1 (legacy clients).
+    Sha1,
+    /// MD5 (legacy clients).
+    Md5,
+    /// CRC-32 (IEEE), as XCRC.
+    Crc32,
+}
+
+impl HashAlgorithm {
+    /// Every algorithm, in the order FEAT lists them.
+    pub const ALL: [HashAlgorithm; 5] = [
+        HashAlgorithm::Sha256,
+        HashAlgorithm::Sha512,
+        HashAlgorithm::Sha1,
+        HashAlgorithm::Md5,
+        HashAlgorithm::Crc32,
+    ];
+
+    /// The name used by HASH, FEAT and OPTS HASH (IANA hash names).
+    pub fn name(self) -> &'static str {
+        match self {
+            HashAlgorithm::Sha256 => "SHA-256",
+            HashAlgorithm::Sha512 => "SHA-512",
+            HashAlgorithm::Sha1 => "SHA-1",
+            HashAlgorithm::Md5 => "MD5",
+            HashAlgorithm::Crc32 => "CRC32",
+        }
+    }
+
+    /// Parses a name case-insensitively.
+    pub fn from_name(name: &str) -> Option<HashAlgorithm> {
+        HashAlgorithm::ALL
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(name))
+    }
 }
 
 /// Why a line is not a command we can run; each variant maps to one reply code.
@@ -191,6 +252,15 @@ impl Command {
             "AUTH" => Command::Auth(required(arg, "AUTH needs a mechanism")?),
             "PBSZ" => Command::Pbsz(required(arg, "PBSZ needs a size")?),
             "PROT" => Command::Prot(required(arg, "PROT needs a level")?),
+            "HASH" => Command::Hash(path(arg)?),
+            "RANG" => parse_rang(arg)?,
+            "XSHA256" => x_hash(HashAlgorithm::Sha256, arg)?,
+            "XSHA512" => x_hash(HashAlgorithm::Sha512, arg)?,
+            "XSHA1" => x_hash(HashAlgorithm::Sha1, arg)?,
+            "XMD5" => x_hash(HashAlgorithm::Md5, arg)?,
+            "XCRC" => x_hash(HashAlgorithm::Crc32, arg)?,
+            "MD5" => Command::Md5(path(arg)?),
+            "MMD5" => Command::Mmd5(path(arg)?),
             _ => return Err(ParseError::Unknown(verb)),
         };
         Ok(cmd)
@@ -241,6 +311,17 @@ impl Command {
             Command::Auth(_) => "AUTH",
             Command::Pbsz(_) => "PBSZ",
             Command::Prot(_) => "PROT",
+            Command::Hash(_) => "HASH",
+            Command::Rang(..) => "RANG",
+            Command::XHash { algorithm, .. } => match algorithm {
+                HashAlgorithm::Sha256 => "XSHA256",
+                HashAlgorithm::Sha512 => "XSHA512",
+                HashAlgorithm::Sha1 => "XSHA1",
+                HashAlgorithm::Md5 => "XMD5",
+                HashAlgorithm::Crc32 => "XCRC",
+            },
+            Command::Md5(_) => "MD5",
+            Command::Mmd5(_) => "MMD5",
         }
     }
 }
@@ -371,6 +452,48 @@ fn parse_epsv(arg: &str) -> Result<EpsvArg, ParseError> {
         "ALL" => Ok(EpsvArg::All),
         _ => Err(ParseError::NetworkProtocol),
     }
+}
+
+/// `RANG start end` (draft-bryan-ftp-range): two offsets, start <= end, or `1 0` to reset.
+fn parse_rang(arg: &str) -> Result<Command, ParseError> {
+    const BAD: ParseError = ParseError::BadArgument("RANG needs a start and an end offset");
+    let mut words = arg.split_whitespace();
+    let (Some(start), Some(end), None) = (words.next(), words.next(), words.next()) else {
+        return Err(BAD);
+    };
+    let (start, end) = (
+        parse_offset(start).map_err(|_| BAD)?,
+        parse_offset(end).map_err(|_| BAD)?,
+    );
+    if start > end && (start, end) != (1, 0) {
+        return Err(ParseError::BadArgument("RANG start is beyond its end"));
+    }
+    Ok(Command::Rang(start, end))
+}
+
+/// `XSHA256 path [start end]`: the name may contain spaces, so the offsets are taken from
+/// the end only when both are numbers.
+fn x_hash(algorithm: HashAlgorithm, arg: &str) -> Result<Command, ParseError> {
+    let words: Vec<&str> = arg.rsplitn(3, ' ').collect();
+    if let [end, start, name] = words[..] {
+        if let (Ok(start), Ok(end)) = (parse_offset(start), parse_offset(end)) {
+            if start > end {
+                return Err(ParseError::BadArgument(
+                    "start offset is beyond the end offset",
+                ));
+            }
+            return Ok(Command::XHash {
+                algorithm,
+                path: path(name)?,
+                range: Some((start, end)),
+            });
+        }
+    }
+    Ok(Command::XHash {
+        algorithm,
+        path: path(arg)?,
+        range: None,
+    })
 }
 
 /// A REST offset: decimal digits only, fitting in u64 (no sign, no overflow).
@@ -542,6 +665,40 @@ mod tests {
         ] {
             assert_eq!(parse(bad).unwrap_err().reply_code(), 501, "{bad}");
         }
+    }
+
+    #[test]
+    fn hash_commands_parse_names_and_ranges() {
+        assert_eq!(parse("HASH a b"), Ok(Command::Hash("a b".into())));
+        assert_eq!(parse("RANG 5 10"), Ok(Command::Rang(5, 10)));
+        assert_eq!(parse("RANG 1 0"), Ok(Command::Rang(1, 0)));
+        assert_eq!(parse("RANG 9 3").unwrap_err().reply_code(), 501);
+        assert_eq!(parse("RANG 1").unwrap_err().reply_code(), 501);
+        let sha = HashAlgorithm::Sha256;
+        assert_eq!(
+            parse("XSHA256 my file 0 99"),
+            Ok(Command::XHash {
+                algorithm: sha,
+                path: "my file".into(),
+                range: Some((0, 99))
+            })
+        );
+        assert_eq!(
+            parse("XSHA256 my file 7"),
+            Ok(Command::XHash {
+                algorithm: sha,
+                path: "my file 7".into(),
+                range: None
+            })
+        );
+        assert_eq!(parse("XCRC f 9 1").unwrap_err().reply_code(), 501);
+        assert_eq!(parse("XMD5").unwrap_err().reply_code(), 501);
+        assert_eq!(parse("MD5 f"), Ok(Command::Md5("f".into())));
+        assert_eq!(
+            HashAlgorithm::from_name("sha-512"),
+            Some(HashAlgorithm::Sha512)
+        );
+        assert_eq!(HashAlgorithm::from_name("SHA-3"), None);
     }
 
     #[test]

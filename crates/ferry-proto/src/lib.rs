@@ -8,5 +8,5 @@ pub mod command;
 pub mod reply;
 
 pub use codec::{ControlCodec, LineError, MAX_LINE_LEN};
-pub use command::{Command, EpsvArg, ParseError, Password, TransferType};
+pub use command::{Command, EpsvArg, HashAlgorithm, ParseError, Password, TransferType};
 pub use reply::Reply;

@@ -6,6 +6,7 @@ pub mod config;
 pub mod data;
 pub mod listener;
 pub mod listing;
+pub mod quota;
 mod session;
 pub mod storage;
 pub mod users;

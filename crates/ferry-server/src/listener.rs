@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::config::ServerConfig;
 use crate::data::canonical;
+use crate::quota::QuotaRegistry;
 use crate::session::Session;
 use crate::users::UserStore;
 
@@ -27,6 +28,8 @@ pub struct Shared {
     pub config: ServerConfig,
     /// Accounts, reloaded when users.toml changes.
     pub users: Arc<UserStore>,
+    /// Quota usage of every user who logged in, shared by their sessions.
+    pub quotas: QuotaRegistry,
     /// Open sessions, in total and per client address, for the caps.
     counts: Mutex<Counts>,
 }
@@ -89,9 +92,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let grace = config.shutdown_grace;
+    let quotas = QuotaRegistry::open(&config.data_dir)?;
     let shared = Arc::new(Shared {
         config,
         users,
+        quotas,
         counts: Mutex::default(),
     });
     let token = CancellationToken::new();
@@ -114,6 +119,9 @@ pub async fn run(
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         warn!("grace period over, closing the remaining sessions");
+    } else {
+        // Every session ended, so every upload settled: usage on disk is exact.
+        shared.quotas.close();
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ferry_proto::{Command, ControlCodec, LineError, Reply, TransferType};
+use ferry_proto::{Command, ControlCodec, HashAlgorithm, LineError, Reply, TransferType};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
@@ -17,8 +17,13 @@ use tracing::{debug, info};
 use crate::data::DataChannel;
 use crate::listener::Shared;
 use crate::listing::Facts;
+use crate::quota::{UserQuota, quota_message};
 use crate::storage::{Storage, StorageError, VirtualPath, resolve};
 use crate::users::Account;
+
+/// Commands that may wait for a running transfer to end (pipelining); beyond this the
+/// control connection is not read until the transfer is over.
+const MAX_QUEUED_LINES: usize = 32;
 
 /// What the dispatcher does after a command.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,8 +50,10 @@ pub(crate) enum Login {
 pub(crate) struct LoggedIn {
     /// Who this is (name for logs, read-only flag for permission checks).
     pub account: Account,
-    /// The user's home, confined.
+    /// The user's home, confined, with quota accounting.
     pub storage: Arc<dyn Storage>,
+    /// The user's quota state, for SITE QUOTA.
+    pub quota: Arc<UserQuota>,
 }
 
 /// How a transfer that ran alongside the control connection ended.
@@ -87,6 +94,10 @@ pub(crate) struct Session {
     pub data: Option<DataChannel>,
     /// MLST/MLSD facts chosen with OPTS MLST.
     pub mlst_facts: Facts,
+    /// The algorithm HASH uses, chosen with OPTS HASH.
+    pub hash_algorithm: HashAlgorithm,
+    /// The byte range (start, end) the next HASH covers, set by RANG.
+    pub hash_range: Option<(u64, u64)>,
     /// EPSV ALL was sent: PORT, EPRT and PASV are refused from now on (RFC 2428).
     pub epsv_all: bool,
     /// Failed PASS attempts on this connection.
@@ -126,6 +137,8 @@ impl Session {
             rename_from: None,
             data: None,
             mlst_facts: Facts::default(),
+            hash_algorithm: HashAlgorithm::Sha256,
+            hash_range: None,
             epsv_all: false,
             failed_logins: 0,
             queued: VecDeque::new(),
@@ -200,8 +213,17 @@ impl Session {
     }
 
     /// Sends any reply.
+    /// A client that stops reading replies cannot hold the session: the write gives up after
+    /// the idle timeout and the session ends.
     pub async fn send(&mut self, reply: Reply) -> io::Result<()> {
-        self.control.send(reply).await
+        let wait = self.shared.config.idle_timeout;
+        match tokio::time::timeout(wait, self.control.send(reply)).await {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client stopped reading replies",
+            )),
+        }
     }
 
     /// Answers a storage failure with its reply code; the one place that mapping happens.
@@ -209,7 +231,16 @@ impl Session {
         if let StorageError::Io(io_err) = &err {
             tracing::error!(peer = %self.peer, user = self.user_name(), err = %io_err, "storage error");
         }
-        self.reply(err.reply_code(), err.to_string()).await
+        let text = match (&err, self.quota()) {
+            // Said after the refused upload was cleaned up, so "left" is what the user has.
+            (StorageError::Quota(exceeded), Some(quota)) => {
+                tracing::warn!(peer = %self.peer, user = self.user_name(), %exceeded, "quota exceeded");
+                let (used, limits) = quota.report();
+                quota_message(used, limits)
+            }
+            _ => err.to_string(),
+        };
+        self.reply(err.reply_code(), text).await
     }
 
     /// True after a successful PASS.
@@ -233,6 +264,14 @@ impl Session {
         }
     }
 
+    /// The logged-in user's quota state.
+    pub fn quota(&self) -> Option<Arc<UserQuota>> {
+        match &self.login {
+            Login::LoggedIn(l) => Some(Arc::clone(&l.quota)),
+            _ => None,
+        }
+    }
+
     /// True when the account may change files.
     pub fn writable(&self) -> bool {
         matches!(&self.login, Login::LoggedIn(l) if !l.account.read_only)
@@ -251,9 +290,12 @@ impl Session {
     ) -> io::Result<Transfer<T>> {
         tokio::pin!(transfer);
         loop {
+            // With the queue full the control connection is not read: TCP flow control then
+            // holds the client back instead of our memory.
+            let may_read = self.queued.len() < MAX_QUEUED_LINES;
             tokio::select! {
                 result = &mut transfer => return Ok(Transfer::Finished(result)),
-                line = self.control.next() => match line {
+                line = self.control.next(), if may_read => match line {
                     Some(Ok(line)) => match Command::parse(&line) {
                         Ok(Command::Abor) => return Ok(Transfer::Aborted),
                         Ok(Command::Stat(None)) => {
@@ -261,7 +303,11 @@ impl Session {
                         }
                         _ => self.queued.push_back(line),
                     },
-                    Some(Err(_)) | None => return Ok(Transfer::ControlLost),
+                    Some(Err(LineError::TooLong { .. })) => {
+                        self.reply(500, "Command line too long, closing connection").await?;
+                        return Ok(Transfer::ControlLost);
+                    }
+                    Some(Err(LineError::Io(_))) | None => return Ok(Transfer::ControlLost),
                 },
             }
         }

@@ -27,6 +27,8 @@ use rand::rngs::SysRng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::quota::Limits;
+
 /// File name of the account database inside the data directory.
 pub const USERS_FILE: &str = "users.toml";
 
@@ -205,6 +207,12 @@ pub struct UserEntry {
     /// Refuses every command that changes files; for download-only accounts.
     #[serde(default)]
     pub read_only: bool,
+    /// Most bytes the user may store; absent means unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_bytes: Option<u64>,
+    /// Most files the user may store (directories are not counted); absent means unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_files: Option<u64>,
     /// Keys this version does not know, kept so a save does not drop settings of a newer ferry.
     #[serde(flatten)]
     extra: toml::Table,
@@ -217,7 +225,17 @@ impl UserEntry {
             password,
             home,
             read_only,
+            quota_bytes: None,
+            quota_files: None,
             extra: toml::Table::new(),
+        }
+    }
+
+    /// The quota limits of this account.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            bytes: self.quota_bytes,
+            files: self.quota_files,
         }
     }
 
@@ -233,6 +251,8 @@ impl fmt::Debug for UserEntry {
         f.debug_struct("UserEntry")
             .field("home", &self.home)
             .field("read_only", &self.read_only)
+            .field("quota_bytes", &self.quota_bytes)
+            .field("quota_files", &self.quota_files)
             .finish_non_exhaustive()
     }
 }
@@ -287,12 +307,15 @@ impl UserDb {
 
     /// Replaces the password hash of an existing account.
     pub fn set_password(&mut self, name: &str, phc: String) -> Result<(), UserError> {
-        let entry = self
-            .users
-            .get_mut(name)
-            .ok_or_else(|| UserError::UnknownUser(name.to_owned()))?;
-        entry.password = phc;
+        self.get_mut(name)?.password = phc;
         Ok(())
+    }
+
+    /// An existing account, to change in place.
+    pub fn get_mut(&mut self, name: &str) -> Result<&mut UserEntry, UserError> {
+        self.users
+            .get_mut(name)
+            .ok_or_else(|| UserError::UnknownUser(name.to_owned()))
     }
 
     /// Removes an account and returns its entry.
@@ -333,7 +356,7 @@ impl UserDb {
 
 /// Identity of one version of users.toml, compared before each login to spot edits cheaply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
+pub(crate) struct FileStamp {
     /// Changes on every write on filesystems with fine-grained timestamps.
     modified: Option<SystemTime>,
     /// Catches edits within one timestamp tick that change the size.
@@ -356,7 +379,7 @@ impl FileStamp {
 }
 
 /// Stats users.toml; `None` when it does not exist.
-fn stamp_of(path: &Path) -> io::Result<Option<FileStamp>> {
+pub(crate) fn stamp_of(path: &Path) -> io::Result<Option<FileStamp>> {
     match fs::metadata(path) {
         Ok(meta) => Ok(Some(FileStamp::of(&meta))),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -389,6 +412,13 @@ fn read_db(path: &Path) -> Result<(UserDb, Option<FileStamp>), UserError> {
 /// Writes `bytes` to a temporary sibling of `path`, syncs it and renames it over `path`,
 /// so readers (the running server) see the old file or the new one, never half of one.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), UserError> {
+    replace_file(path, bytes, true)
+}
+
+/// Replaces `path` with `bytes` by writing a sibling and renaming it over, so readers never
+/// see half a file. `durable` also syncs the data and the directory; quota usage files skip
+/// that because a crash is detected and answered with a rescan anyway.
+pub(crate) fn replace_file(path: &Path, bytes: &[u8], durable: bool) -> Result<(), UserError> {
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -401,12 +431,17 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), UserError> {
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(write_err(dir))?;
     restrict_to_owner(tmp.as_file()).map_err(write_err(tmp.path()))?;
     tmp.write_all(bytes).map_err(write_err(tmp.path()))?;
-    tmp.as_file().sync_all().map_err(write_err(tmp.path()))?;
+    if durable {
+        tmp.as_file().sync_all().map_err(write_err(tmp.path()))?;
+    }
     tmp.persist(path).map_err(|err| UserError::Write {
         path: path.to_owned(),
         source: err.error,
     })?;
-    sync_dir(dir).map_err(write_err(dir))
+    if durable {
+        sync_dir(dir).map_err(write_err(dir))?;
+    }
+    Ok(())
 }
 
 /// Mode 0600: the file holds password hashes.
@@ -455,6 +490,21 @@ pub fn set_password(data_dir: &Path, name: &str, phc: String) -> Result<(), User
     db.save(&path)
 }
 
+/// Changes an account's settings in DATA/users.toml; returns the new entry.
+pub fn update_user(
+    data_dir: &Path,
+    name: &str,
+    change: impl FnOnce(&mut UserEntry),
+) -> Result<UserEntry, UserError> {
+    let path = users_file(data_dir);
+    let mut db = UserDb::load(&path)?;
+    let entry = db.get_mut(name)?;
+    change(entry);
+    let entry = entry.clone();
+    db.save(&path)?;
+    Ok(entry)
+}
+
 /// Removes an account from DATA/users.toml; its home directory is kept. Returns the entry.
 pub fn delete_user(data_dir: &Path, name: &str) -> Result<UserEntry, UserError> {
     let path = users_file(data_dir);
@@ -484,6 +534,8 @@ pub struct Account {
     pub home: PathBuf,
     /// Refuse commands that change files.
     pub read_only: bool,
+    /// Disk quota, enforced during uploads.
+    pub limits: Limits,
 }
 
 /// users.toml as the running server sees it: shared by all sessions, reloaded on change.
@@ -576,6 +628,7 @@ impl UserStore {
             name: name.to_owned(),
             home: entry.resolved_home(&self.data_dir),
             read_only: entry.read_only,
+            limits: entry.limits(),
         };
         Some((entry.password.clone(), account))
     }
@@ -878,7 +931,8 @@ mod tests {
             Account {
                 name: "alice".into(),
                 home: dir.path().join("home/alice"),
-                read_only: false
+                read_only: false,
+                limits: Limits::default(),
             }
         );
         assert!(alice.home.is_absolute());

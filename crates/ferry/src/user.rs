@@ -1,4 +1,5 @@
-//! `ferry user add|passwd|del|show|list`: edit DATA/users.toml.
+//! `ferry user add|passwd|set|del|show|list|rescan`: edit DATA/users.toml and look at quota
+//! usage.
 //!
 //! A running server notices the changes on the next login; no restart is needed.
 
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use ferry_server::quota;
 use ferry_server::users::{self, Password, UserDb, UserEntry, UserError};
 
 /// Account management subcommands.
@@ -16,11 +18,15 @@ pub enum UserCommand {
     Add(AddArgs),
     /// Change an account's password.
     Passwd(PasswdArgs),
+    /// Change an account's quota, access or home.
+    Set(SetArgs),
+    /// Recompute an account's disk usage from its home directory.
+    Rescan(NameArgs),
     /// Delete an account; its home directory and files are kept.
     Del(NameArgs),
     /// Show an account's home and access (never its password hash).
     Show(NameArgs),
-    /// List all accounts.
+    /// List all accounts with their usage against their quota.
     List(DataArgs),
 }
 
@@ -60,7 +66,61 @@ pub struct AddArgs {
     #[arg(long)]
     read_only: bool,
     #[command(flatten)]
+    quota: QuotaArgs,
+    #[command(flatten)]
     password: PasswordArgs,
+}
+
+/// Quota flags of `add` and `set`.
+#[derive(Debug, Args)]
+pub struct QuotaArgs {
+    /// Disk quota: 500MiB, 2GB, 1048576, or none (unlimited).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    quota_bytes: Option<Limit>,
+    /// Most files the user may store, or none (directories do not count).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    quota_files: Option<Limit>,
+}
+
+/// A limit given on the command line; `None` inside means unlimited.
+#[derive(Debug, Clone, Copy)]
+struct Limit(Option<u64>);
+
+fn parse_size(text: &str) -> Result<Limit, String> {
+    quota::parse_size(text).map(Limit)
+}
+
+fn parse_count(text: &str) -> Result<Limit, String> {
+    quota::parse_count(text).map(Limit)
+}
+
+impl QuotaArgs {
+    fn apply(&self, entry: &mut UserEntry) {
+        if let Some(Limit(bytes)) = self.quota_bytes {
+            entry.quota_bytes = bytes;
+        }
+        if let Some(Limit(files)) = self.quota_files {
+            entry.quota_files = files;
+        }
+    }
+}
+
+/// Arguments of `ferry user set`.
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// User name.
+    #[arg(value_parser = parse_name)]
+    name: String,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    quota: QuotaArgs,
+    /// Allow downloads and listings only (true) or everything (false).
+    #[arg(long, value_name = "BOOL")]
+    read_only: Option<bool>,
+    /// New home directory; relative paths are relative to the data directory.
+    #[arg(long, value_name = "PATH")]
+    home: Option<PathBuf>,
 }
 
 /// Arguments of `ferry user passwd`.
@@ -95,6 +155,8 @@ pub fn run(cmd: UserCommand) -> anyhow::Result<()> {
     match cmd {
         UserCommand::Add(args) => add(args),
         UserCommand::Passwd(args) => passwd(args),
+        UserCommand::Set(args) => set(args),
+        UserCommand::Rescan(args) => rescan(args),
         UserCommand::Del(args) => del(args),
         UserCommand::Show(args) => show(args),
         UserCommand::List(args) => list(args),
@@ -109,7 +171,8 @@ fn add(args: AddArgs) -> anyhow::Result<()> {
     }
     let password = read_new_password(&args.password)?;
     let home = args.home.unwrap_or_else(|| users::default_home(&args.name));
-    let entry = UserEntry::new(users::hash_password(&password)?, home, args.read_only);
+    let mut entry = UserEntry::new(users::hash_password(&password)?, home, args.read_only);
+    args.quota.apply(&mut entry);
     let home = users::add_user(&data_dir, &args.name, entry)?;
     println!("added user {} with home {}", args.name, home.display());
     Ok(())
@@ -124,6 +187,60 @@ fn passwd(args: PasswdArgs) -> anyhow::Result<()> {
     users::set_password(data_dir, &args.name, users::hash_password(&password)?)?;
     println!("changed the password of {}", args.name);
     Ok(())
+}
+
+fn set(args: SetArgs) -> anyhow::Result<()> {
+    let data_dir = absolute(&args.data.dir)?;
+    let entry = users::update_user(&data_dir, &args.name, |entry| {
+        args.quota.apply(entry);
+        if let Some(read_only) = args.read_only {
+            entry.read_only = read_only;
+        }
+        if let Some(home) = &args.home {
+            entry.home = home.clone();
+        }
+    })?;
+    let home = entry.resolved_home(&data_dir);
+    std::fs::create_dir_all(&home).with_context(|| format!("cannot create {}", home.display()))?;
+    println!(
+        "updated {}: quota {}, {} files, read-only {}, home {}",
+        args.name,
+        limit_text(entry.quota_bytes, quota::human),
+        limit_text(entry.quota_files, |n| n.to_string()),
+        yes_no(entry.read_only),
+        home.display()
+    );
+    Ok(())
+}
+
+fn rescan(args: NameArgs) -> anyhow::Result<()> {
+    let data_dir = absolute(&args.data.dir)?;
+    let db = load(&data_dir)?;
+    let entry = db
+        .get(&args.name)
+        .ok_or_else(|| UserError::UnknownUser(args.name.clone()))?;
+    let usage = quota::rescan(&data_dir, &args.name, &entry.resolved_home(&data_dir))?;
+    println!(
+        "{}: {} in {} files ({} bytes)",
+        args.name,
+        quota::human(usage.bytes),
+        usage.files,
+        usage.bytes
+    );
+    Ok(())
+}
+
+fn limit_text(limit: Option<u64>, show: impl Fn(u64) -> String) -> String {
+    limit.map_or_else(|| "unlimited".to_string(), show)
+}
+
+/// "1.2 MiB / 500.0 MiB" or "1.2 MiB" when unlimited; "?" when usage is not known yet.
+fn usage_text(used: Option<u64>, limit: Option<u64>, show: impl Fn(u64) -> String) -> String {
+    let used = used.map_or_else(|| "?".to_string(), &show);
+    match limit {
+        Some(limit) => format!("{used} / {}", show(limit)),
+        None => used,
+    }
 }
 
 fn del(args: NameArgs) -> anyhow::Result<()> {
@@ -146,21 +263,49 @@ fn show(args: NameArgs) -> anyhow::Result<()> {
     println!("name:      {}", args.name);
     println!("home:      {}", entry.resolved_home(&data_dir).display());
     println!("read-only: {}", yes_no(entry.read_only));
+    let usage = quota::read_usage(&quota::usage_file(&data_dir, &args.name));
+    let bytes = usage_text(usage.map(|u| u.bytes), entry.quota_bytes, quota::human);
+    let files = usage_text(usage.map(|u| u.files), entry.quota_files, |n| n.to_string());
+    println!("disk:      {bytes}");
+    println!("files:     {files}");
     Ok(())
 }
 
 fn list(args: DataArgs) -> anyhow::Result<()> {
     let data_dir = absolute(&args.dir)?;
     let db = load(&data_dir)?;
-    let width = db
+    let rows: Vec<[String; 5]> = db
         .iter()
-        .map(|(name, _)| name.len())
-        .fold("NAME".len(), usize::max);
-    println!("{:width$}  READ-ONLY  HOME", "NAME");
-    for (name, entry) in db.iter() {
-        let home = entry.resolved_home(&data_dir);
-        let read_only = yes_no(entry.read_only);
-        println!("{name:width$}  {read_only:9}  {}", home.display());
+        .map(|(name, entry)| {
+            let usage = quota::read_usage(&quota::usage_file(&data_dir, name));
+            [
+                name.to_string(),
+                yes_no(entry.read_only).to_string(),
+                usage_text(usage.map(|u| u.bytes), entry.quota_bytes, quota::human),
+                usage_text(usage.map(|u| u.files), entry.quota_files, |n| n.to_string()),
+                entry.resolved_home(&data_dir).display().to_string(),
+            ]
+        })
+        .collect();
+    let header = ["NAME", "READ-ONLY", "DISK", "FILES", "HOME"].map(String::from);
+    let mut widths = [0usize; 5];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+    if rows.iter().any(|row| row[2].starts_with('?')) {
+        println!(
+            "(? = usage not known yet: computed at the next login, or now with `ferry user rescan NAME`)"
+        );
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::io;
 use ferry_proto::{Reply, TransferType};
 
 use crate::listing::Facts;
+use crate::quota::human;
 use crate::session::Session;
 
 /// FEAT lines (RFC 2389): one feature per line, indented by the reply encoder; the MLST line
@@ -19,6 +20,7 @@ const FEATURES: &[&str] = &[
     "SIZE",
     "TVFS",
     "UTF8",
+    "SITE QUOTA",
 ];
 
 /// Every command the server knows, for HELP.
@@ -52,6 +54,7 @@ pub(super) async fn stru(s: &mut Session, stru: char) -> io::Result<()> {
 pub(super) async fn feat(s: &mut Session) -> io::Result<()> {
     let mut features: Vec<String> = FEATURES.iter().map(|f| f.to_string()).collect();
     features.push(s.mlst_facts.feat_line());
+    features.extend(super::hash::feat_lines(s));
     features.sort();
     let mut lines = vec!["Features:".to_string()];
     lines.extend(features);
@@ -73,6 +76,7 @@ pub(super) async fn opts(s: &mut Session, opt: &str) -> io::Result<()> {
             let text = format!("MLST OPTS {}", s.mlst_facts.selected());
             s.reply(200, text).await
         }
+        ("HASH", value) => super::hash::opts(s, value).await,
         _ => s.reply(501, "Option not understood").await,
     }
 }
@@ -107,6 +111,7 @@ pub(super) async fn site(s: &mut Session, sub: &str) -> io::Result<()> {
         .to_ascii_uppercase();
     match verb.as_str() {
         "HELP" => site_help(s).await,
+        "QUOTA" => site_quota(s).await,
         _ => s.reply(502, format!("Unknown SITE command {verb}")).await,
     }
 }
@@ -115,9 +120,49 @@ async fn site_help(s: &mut Session) -> io::Result<()> {
     let lines = vec![
         "SITE commands:".to_string(),
         "HELP".to_string(),
+        "QUOTA  show your disk usage and limits".to_string(),
         "End".to_string(),
     ];
     s.send(Reply::multi(214, lines)).await
+}
+
+/// SITE QUOTA: the user's usage against their limits, exact and readable.
+async fn site_quota(s: &mut Session) -> io::Result<()> {
+    let Some(quota) = s.quota() else {
+        return s.reply(530, "Please login with USER and PASS").await;
+    };
+    let (used, limits) = quota.report();
+    let bytes = match limits.bytes {
+        Some(limit) => format!(
+            "Bytes: {} used of {} ({} left; {} of {})",
+            used.bytes,
+            limit,
+            limit.saturating_sub(used.bytes),
+            human(used.bytes),
+            human(limit)
+        ),
+        None => format!(
+            "Bytes: {} used ({}), no limit",
+            used.bytes,
+            human(used.bytes)
+        ),
+    };
+    let files = match limits.files {
+        Some(limit) => format!(
+            "Files: {} used of {} ({} left)",
+            used.files,
+            limit,
+            limit.saturating_sub(used.files)
+        ),
+        None => format!("Files: {} used, no limit", used.files),
+    };
+    let lines = vec![
+        format!("Quota for {}:", s.user_name()),
+        bytes,
+        files,
+        "End".to_string(),
+    ];
+    s.send(Reply::multi(200, lines)).await
 }
 
 pub(super) async fn status(s: &mut Session) -> io::Result<()> {

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use ferry_proto::Password;
 use tracing::{info, warn};
 
+use crate::quota::QuotaStorage;
 use crate::session::{Flow, LoggedIn, Login, Session};
+use crate::storage::Storage;
 use crate::storage::VirtualPath;
 use crate::storage::fs::FsStorage;
 
@@ -42,8 +44,12 @@ pub(super) async fn pass(s: &mut Session, password: Password) -> io::Result<Flow
         return failed(s, &name).await;
     };
     let home = account.home.clone();
-    let storage = match tokio::task::spawn_blocking(move || FsStorage::open(&home)).await {
-        Ok(Ok(storage)) => storage,
+    let storage: Arc<dyn Storage> = match tokio::task::spawn_blocking(move || {
+        FsStorage::open(&home)
+    })
+    .await
+    {
+        Ok(Ok(storage)) => Arc::new(storage),
         Ok(Err(err)) => {
             tracing::error!(user = %name, home = %account.home.display(), %err, "cannot open home directory");
             s.reply(421, "Home directory unavailable").await?;
@@ -51,10 +57,25 @@ pub(super) async fn pass(s: &mut Session, password: Password) -> io::Result<Flow
         }
         Err(err) => return Err(io::Error::other(err)),
     };
+    let quota = match s
+        .shared
+        .quotas
+        .for_user(&name, account.limits, storage.as_ref())
+        .await
+    {
+        Ok(quota) => quota,
+        Err(err) => {
+            tracing::error!(user = %name, %err, "cannot determine quota usage");
+            s.reply(421, "Quota usage unavailable").await?;
+            return Ok(Flow::Close);
+        }
+    };
+    let storage = Arc::new(QuotaStorage::new(storage, Arc::clone(&quota)));
     info!(user = %name, peer = %s.peer, read_only = account.read_only, "login");
     s.login = Login::LoggedIn(LoggedIn {
         account,
-        storage: Arc::new(storage),
+        storage,
+        quota,
     });
     s.cwd = VirtualPath::root();
     s.reply(230, "Login successful").await?;

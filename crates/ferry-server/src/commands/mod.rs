@@ -2,6 +2,7 @@
 //! a 150 preliminary for transfers); none can panic on client input.
 
 mod files;
+mod hash;
 mod info;
 mod login;
 mod nav;
@@ -74,6 +75,15 @@ pub(crate) async fn run(
         Command::List(path) => transfer::list(s, path.as_deref()).await?,
         Command::Nlst(path) => transfer::nlst(s, path.as_deref()).await?,
         Command::Mlsd(path) => transfer::mlsd(s, path.as_deref()).await?,
+        Command::Hash(path) => hash::hash(s, &path).await?,
+        Command::Rang(start, end) => hash::rang(s, start, end).await?,
+        Command::XHash {
+            algorithm,
+            path,
+            range,
+        } => hash::xhash(s, algorithm, &path, range).await?,
+        Command::Md5(path) => hash::md5(s, &path).await?,
+        Command::Mmd5(paths) => hash::mmd5(s, &paths).await?,
     }
     Ok(Flow::Continue)
 }

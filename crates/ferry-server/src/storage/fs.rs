@@ -14,6 +14,8 @@ use cap_std::ambient_authority;
 use cap_std::fs::{Dir, MetadataExt, OpenOptions};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::quota::Usage;
+
 use super::{DirEntry, Download, Metadata, Storage, StorageError, Upload, UploadMode, VirtualPath};
 
 /// Prefix of the temporary sibling a replacing upload is written to.
@@ -102,6 +104,34 @@ fn open_at(home: &Dir, path: &str, offset: u64) -> Result<std::fs::File, Storage
     let mut file = file.into_std();
     file.seek(SeekFrom::Start(offset))?;
     Ok(file)
+}
+
+/// Sums the regular files under `root` without following symlinks (a link is not the user's
+/// bytes) and without counting uploads in progress (they are reserved separately). Iterative,
+/// so a deep tree cannot exhaust the stack.
+pub fn scan_dir(root: &Dir) -> io::Result<Usage> {
+    let mut usage = Usage::default();
+    let mut pending = vec![root.try_clone()?];
+    while let Some(dir) = pending.pop() {
+        for entry in dir.entries()? {
+            let entry = entry?;
+            let file_type = entry.file_type()?;
+            if file_type.is_dir() {
+                pending.push(entry.open_dir()?);
+            } else if file_type.is_file()
+                && !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+            {
+                usage.bytes += entry.metadata()?.len();
+                usage.files += 1;
+            }
+        }
+    }
+    Ok(usage)
+}
+
+/// [`scan_dir`] of a home directory given by path, for `ferry user rescan`.
+pub fn scan_home(home: &Path) -> io::Result<Usage> {
+    scan_dir(&Dir::open_ambient_dir(home, ambient_authority())?)
 }
 
 /// Where the bytes of an upload go, and what commit and abort do with them.
@@ -243,8 +273,14 @@ impl Upload for FsUpload {
         Ok(())
     }
 
-    async fn abort(self: Box<Self>) {
-        // Drop does the clean-up; it is the same whether or not abort was called.
+    async fn abort(mut self: Box<Self>) {
+        // Bytes accepted in place are kept for a resume, so they must reach the file; Drop
+        // does the rest of the clean-up, the same whether or not abort was called.
+        if matches!(self.target, Target::InPlace { .. }) {
+            if let Err(err) = self.file.flush().await {
+                tracing::warn!(%err, "could not flush an aborted upload");
+            }
+        }
     }
 }
 
@@ -333,6 +369,10 @@ impl Storage for FsStorage {
             Ok(home.remove_file(rel)?)
         })
         .await
+    }
+
+    async fn scan(&self) -> Result<Usage, StorageError> {
+        self.blocking(|home| Ok(scan_dir(home)?)).await
     }
 
     async fn rename(&self, from: &VirtualPath, to: &VirtualPath) -> Result<(), StorageError> {

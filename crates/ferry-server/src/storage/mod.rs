@@ -13,6 +13,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use path::{VirtualPath, resolve};
 
+use crate::quota::{QuotaExceeded, Usage};
+
 /// What a storage operation can fail with, phrased as the protocol outcome it causes; the
 /// session turns each into a reply in one place ([`StorageError::reply_code`]).
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,9 @@ pub enum StorageError {
     /// The name itself is unacceptable (the home root, an over-long name): 553.
     #[error("File name not allowed")]
     InvalidName,
+    /// The user's quota would be exceeded: 552, saying what is left.
+    #[error("{0}")]
+    Quota(QuotaExceeded),
     /// A REST offset beyond the end of the file: 554.
     #[error("Invalid REST offset {offset}: file is {len} bytes")]
     InvalidOffset {
@@ -66,6 +71,7 @@ impl StorageError {
             | StorageError::IsADirectory
             | StorageError::DirectoryNotEmpty => 550,
             StorageError::InvalidName => 553,
+            StorageError::Quota(_) => 552,
             StorageError::InvalidOffset { .. } => 554,
             StorageError::NoSpace => 452,
             StorageError::Io(_) => 451,
@@ -76,6 +82,13 @@ impl StorageError {
 impl From<std::io::Error> for StorageError {
     fn from(err: std::io::Error) -> Self {
         use std::io::ErrorKind as K;
+        // A quota refusal travels through AsyncWrite as an io::Error carrying the reason.
+        if let Some(exceeded) = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<QuotaExceeded>())
+        {
+            return StorageError::Quota(*exceeded);
+        }
         match err.kind() {
             K::NotFound => StorageError::NotFound,
             K::PermissionDenied => StorageError::PermissionDenied,
@@ -170,4 +183,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     async fn remove_file(&self, path: &VirtualPath) -> Result<(), StorageError>;
     /// RNFR + RNTO.
     async fn rename(&self, from: &VirtualPath, to: &VirtualPath) -> Result<(), StorageError>;
+    /// Walks everything under the root: total bytes and number of regular files (symlinks
+    /// and uploads in progress not counted). For quota usage when it is not known.
+    async fn scan(&self) -> Result<Usage, StorageError>;
 }

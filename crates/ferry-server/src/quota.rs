@@ -1,0 +1,751 @@
+//! Per-user disk quotas: usage known at login without walking the tree, kept exact as files
+//! change, enforced while bytes arrive, and shared by all of a user's sessions so concurrent
+//! uploads can never jointly exceed the limit.
+//!
+//! Usage (bytes and regular files; directories are not counted) lives in memory while the
+//! server runs and in DATA/quota/<user>.toml between runs. A marker file says a server is
+//! running; finding it at start means the last run ended without a clean shutdown, so usage
+//! files may be stale and every user is rescanned at their next login.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWrite;
+use tracing::{info, warn};
+
+use crate::storage::{
+    DirEntry, Download, Metadata, Storage, StorageError, Upload, UploadMode, VirtualPath,
+};
+use crate::users::{FileStamp, UserError, replace_file, stamp_of};
+
+/// Folder of the usage files inside the data directory.
+const QUOTA_DIR: &str = "quota";
+/// Present while a server runs; left behind by a crash.
+const RUNNING_MARKER: &str = ".running";
+
+/// A user's limits; `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes stored.
+    pub bytes: Option<u64>,
+    /// Most regular files stored.
+    pub files: Option<u64>,
+}
+
+/// What a user stores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Total size of the user's regular files.
+    pub bytes: u64,
+    /// Number of regular files.
+    pub files: u64,
+}
+
+/// An upload or file creation refused because it would exceed the quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QuotaExceeded {
+    /// The byte limit: this many bytes were left when the write was refused.
+    #[error("Disk quota exceeded: {left} of {limit} bytes left")]
+    Bytes {
+        /// Bytes that could still be stored.
+        left: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The file-count limit.
+    #[error("File quota exceeded: {limit} files allowed")]
+    Files {
+        /// The limit.
+        limit: u64,
+    },
+}
+
+/// Parses a size such as `500MiB`, `2GB`, `1.5 GiB`, `4096` or `none` (unlimited).
+pub fn parse_size(text: &str) -> Result<Option<u64>, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("none") || text.eq_ignore_ascii_case("unlimited") {
+        return Ok(None);
+    }
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = (&text[..split], text[split..].trim());
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("not a size: {text:?}"))?;
+    let scale: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "t" | "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "unknown size unit {unit:?} (use B, KB, MB, GB, KiB, MiB, GiB, ...)"
+            ));
+        }
+    };
+    let bytes = number * scale as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("size out of range: {text:?}"));
+    }
+    Ok(Some(bytes.round() as u64))
+}
+
+/// Parses a count or `none` (unlimited).
+pub fn parse_count(text: &str) -> Result<Option<u64>, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("none") || text.eq_ignore_ascii_case("unlimited") {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| format!("not a count: {text:?}"))
+}
+
+/// A byte count for people: `1.5 MiB`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The 552 text: what is left under each limit.
+pub fn quota_message(used: Usage, limits: Limits) -> String {
+    let bytes = match limits.bytes {
+        Some(limit) => {
+            let left = limit.saturating_sub(used.bytes);
+            format!("{left} bytes ({}) left of {limit}", human(left))
+        }
+        None => "no byte limit".to_string(),
+    };
+    let files = match limits.files {
+        Some(limit) => format!("{} files left of {limit}", limit.saturating_sub(used.files)),
+        None => "no file limit".to_string(),
+    };
+    format!("Quota exceeded: {bytes}; {files}")
+}
+
+/// DATA/quota/<user>.toml.
+pub fn usage_file(data_dir: &Path, user: &str) -> PathBuf {
+    data_dir.join(QUOTA_DIR).join(format!("{user}.toml"))
+}
+
+/// Reads a usage file; `None` when absent or unreadable (the caller rescans).
+pub fn read_usage(path: &Path) -> Option<Usage> {
+    let text = std::fs::read_to_string(path).ok()?;
+    toml::from_str(&text).ok()
+}
+
+/// Writes a usage file atomically.
+pub fn write_usage(path: &Path, usage: Usage) -> Result<(), UserError> {
+    let text = toml::to_string(&usage).map_err(UserError::Encode)?;
+    replace_file(path, text.as_bytes(), false)
+}
+
+/// Recomputes a user's usage from their home and writes the usage file; a running server
+/// takes it over at the user's next login.
+pub fn rescan(data_dir: &Path, user: &str, home: &Path) -> Result<Usage, UserError> {
+    let usage = crate::storage::fs::scan_home(home).map_err(|source| UserError::Read {
+        path: home.to_path_buf(),
+        source,
+    })?;
+    write_usage(&usage_file(data_dir, user), usage)?;
+    Ok(usage)
+}
+
+/// The accounting of one user, shared by all of that user's sessions.
+#[derive(Debug)]
+pub struct UserQuota {
+    /// DATA/quota/<user>.toml, rewritten after every change.
+    file: PathBuf,
+    /// Usage, reservations and limits; held only for arithmetic, never across I/O.
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    limits: Limits,
+    used: Usage,
+    /// Bytes promised to uploads in flight, beyond what is already in `used`.
+    reserved_bytes: u64,
+    /// Files promised to uploads in flight that create a file.
+    reserved_files: u64,
+    /// The usage file as this server last wrote it; anything else means `ferry user rescan`
+    /// (or a person) replaced it, and it is read again at the next login.
+    written: Option<FileStamp>,
+}
+
+impl UserQuota {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Usage and limits now, for SITE QUOTA.
+    pub fn report(&self) -> (Usage, Limits) {
+        let state = self.lock();
+        (state.used, state.limits)
+    }
+
+    fn try_reserve_bytes(&self, n: u64) -> Result<(), QuotaExceeded> {
+        let mut state = self.lock();
+        if let Some(limit) = state.limits.bytes {
+            let committed = state.used.bytes.saturating_add(state.reserved_bytes);
+            if committed.saturating_add(n) > limit {
+                return Err(QuotaExceeded::Bytes {
+                    left: limit.saturating_sub(committed),
+                    limit,
+                });
+            }
+        }
+        state.reserved_bytes += n;
+        Ok(())
+    }
+
+    fn try_reserve_file(&self) -> Result<(), QuotaExceeded> {
+        let mut state = self.lock();
+        if let Some(limit) = state.limits.files {
+            if state.used.files + state.reserved_files >= limit {
+                return Err(QuotaExceeded::Files { limit });
+            }
+        }
+        state.reserved_files += 1;
+        Ok(())
+    }
+
+    /// Ends reservations and applies what really changed on disk, then persists.
+    fn settle(
+        &self,
+        released_bytes: u64,
+        released_files: u64,
+        bytes_delta: i128,
+        files_delta: i64,
+    ) {
+        let used = {
+            let mut state = self.lock();
+            state.reserved_bytes = state.reserved_bytes.saturating_sub(released_bytes);
+            state.reserved_files = state.reserved_files.saturating_sub(released_files);
+            state.used.bytes =
+                (i128::from(state.used.bytes) + bytes_delta).clamp(0, i128::from(u64::MAX)) as u64;
+            state.used.files = state.used.files.saturating_add_signed(files_delta);
+            state.used
+        };
+        if bytes_delta != 0 || files_delta != 0 {
+            self.persist(used);
+        }
+    }
+
+    fn persist(&self, used: Usage) {
+        match write_usage(&self.file, used) {
+            Ok(()) => self.lock().written = stamp_of(&self.file).ok().flatten(),
+            Err(err) => warn!(
+                err = &err as &dyn std::error::Error,
+                "cannot save quota usage"
+            ),
+        }
+    }
+}
+
+/// All users' quota state in one server.
+#[derive(Debug)]
+pub struct QuotaRegistry {
+    /// The data directory (usage files live in DATA/quota/).
+    data_dir: PathBuf,
+    /// One entry per user who logged in since start; kept so sessions share it.
+    users: Mutex<HashMap<String, Arc<UserQuota>>>,
+}
+
+impl QuotaRegistry {
+    /// Prepares DATA/quota/. Finding the running marker means the previous server stopped
+    /// without a clean shutdown, so its usage files may be stale: they are removed, and each
+    /// user is rescanned at the next login.
+    pub fn open(data_dir: &Path) -> io::Result<Self> {
+        let dir = data_dir.join(QUOTA_DIR);
+        std::fs::create_dir_all(&dir)?;
+        let marker = dir.join(RUNNING_MARKER);
+        if marker.exists() {
+            warn!(
+                "the last run did not stop cleanly: quota usage will be rescanned at each user's next login"
+            );
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+        }
+        std::fs::write(&marker, b"")?;
+        Ok(QuotaRegistry {
+            data_dir: data_dir.to_path_buf(),
+            users: Mutex::default(),
+        })
+    }
+
+    /// Marks a clean stop: usage files are current.
+    pub fn close(&self) {
+        let marker = self.data_dir.join(QUOTA_DIR).join(RUNNING_MARKER);
+        if let Err(err) = std::fs::remove_file(marker) {
+            warn!(%err, "cannot remove the quota running marker");
+        }
+    }
+
+    /// The user's quota state with the account's current limits; usage comes from memory,
+    /// else the usage file, else a scan of the home through `storage`.
+    pub async fn for_user(
+        &self,
+        name: &str,
+        limits: Limits,
+        storage: &dyn Storage,
+    ) -> Result<Arc<UserQuota>, StorageError> {
+        let file = usage_file(&self.data_dir, name);
+        let existing = self
+            .users
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned();
+        if let Some(quota) = existing {
+            let replaced = {
+                let state = quota.lock();
+                state.written != stamp_of(&file).ok().flatten()
+            };
+            let reread = if replaced { read_usage(&file) } else { None };
+            let mut state = quota.lock();
+            state.limits = limits;
+            if let Some(used) = reread {
+                info!(
+                    user = name,
+                    bytes = used.bytes,
+                    files = used.files,
+                    "quota usage reloaded after a rescan"
+                );
+                state.used = used;
+                state.written = stamp_of(&file).ok().flatten();
+            }
+            drop(state);
+            return Ok(quota);
+        }
+        let used = match read_usage(&file) {
+            Some(used) => used,
+            None => {
+                let used = storage.scan().await?;
+                info!(
+                    user = name,
+                    bytes = used.bytes,
+                    files = used.files,
+                    "quota usage scanned"
+                );
+                used
+            }
+        };
+        let quota = Arc::new(UserQuota {
+            file,
+            state: Mutex::new(State {
+                limits,
+                used,
+                reserved_bytes: 0,
+                reserved_files: 0,
+                written: None,
+            }),
+        });
+        quota.persist(used);
+        let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(Arc::clone(users.entry(name.to_string()).or_insert(quota)))
+    }
+}
+
+/// A user's storage with quota accounting around every change.
+#[derive(Debug)]
+pub struct QuotaStorage {
+    /// Where the files really are.
+    inner: Arc<dyn Storage>,
+    /// The user's shared accounting.
+    quota: Arc<UserQuota>,
+}
+
+impl QuotaStorage {
+    /// Wraps `inner` with `quota`.
+    pub fn new(inner: Arc<dyn Storage>, quota: Arc<UserQuota>) -> Self {
+        QuotaStorage { inner, quota }
+    }
+
+    /// The accounting, for SITE QUOTA.
+    pub fn quota(&self) -> &Arc<UserQuota> {
+        &self.quota
+    }
+
+    /// Size of the regular file at `path`, if there is one.
+    async fn file_len(&self, path: &VirtualPath) -> Option<u64> {
+        match self.inner.metadata(path).await {
+            Ok(meta) if !meta.is_dir => Some(meta.len),
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for QuotaStorage {
+    async fn metadata(&self, path: &VirtualPath) -> Result<Metadata, StorageError> {
+        self.inner.metadata(path).await
+    }
+
+    async fn list(&self, path: &VirtualPath) -> Result<Vec<DirEntry>, StorageError> {
+        self.inner.list(path).await
+    }
+
+    async fn read(&self, path: &VirtualPath, offset: u64) -> Result<Download, StorageError> {
+        self.inner.read(path, offset).await
+    }
+
+    async fn write(
+        &self,
+        path: &VirtualPath,
+        mode: UploadMode,
+    ) -> Result<Box<dyn Upload>, StorageError> {
+        let before = self.file_len(path).await;
+        let creates_file = before.is_none();
+        if creates_file {
+            self.quota.try_reserve_file().map_err(StorageError::Quota)?;
+        }
+        let upload = match self.inner.write(path, mode).await {
+            Ok(upload) => upload,
+            Err(err) => {
+                self.quota.settle(0, u64::from(creates_file), 0, 0);
+                return Err(err);
+            }
+        };
+        // What stays on disk if the upload goes no further: nothing new for a replacement
+        // (it goes to a temporary file), the kept prefix for a resume, the file for an append.
+        let (kept, credit) = match (mode, before) {
+            (UploadMode::Replace, Some(old)) => (old, old),
+            (UploadMode::ResumeAt(offset), Some(_)) => (offset, 0),
+            (_, Some(old)) => (old, 0),
+            (_, None) => (0, 0),
+        };
+        if let Some(old) = before.filter(|&old| old != kept) {
+            // A resume truncates to its offset as it opens the file.
+            self.quota
+                .settle(0, 0, i128::from(kept) - i128::from(old), 0);
+        }
+        Ok(Box::new(QuotaUpload {
+            inner: Some(upload),
+            quota: Arc::clone(&self.quota),
+            storage: Arc::clone(&self.inner),
+            path: path.clone(),
+            replaces: matches!((mode, before), (UploadMode::Replace, Some(_))),
+            creates_file,
+            kept,
+            credit,
+            written: 0,
+            reserved: 0,
+            exceeded: false,
+        }))
+    }
+
+    async fn create_dir(&self, path: &VirtualPath) -> Result<(), StorageError> {
+        self.inner.create_dir(path).await
+    }
+
+    async fn remove_dir(&self, path: &VirtualPath) -> Result<(), StorageError> {
+        self.inner.remove_dir(path).await
+    }
+
+    async fn remove_file(&self, path: &VirtualPath) -> Result<(), StorageError> {
+        let len = self.file_len(path).await;
+        self.inner.remove_file(path).await?;
+        if let Some(len) = len {
+            self.quota.settle(0, 0, -i128::from(len), -1);
+        }
+        Ok(())
+    }
+
+    async fn rename(&self, from: &VirtualPath, to: &VirtualPath) -> Result<(), StorageError> {
+        // Renaming over an existing file replaces it: its bytes and its count are freed.
+        let replaced = if from == to {
+            None
+        } else {
+            self.file_len(to).await
+        };
+        self.inner.rename(from, to).await?;
+        if let Some(len) = replaced {
+            self.quota.settle(0, 0, -i128::from(len), -1);
+        }
+        Ok(())
+    }
+
+    async fn scan(&self) -> Result<Usage, StorageError> {
+        self.inner.scan().await
+    }
+}
+
+/// An upload that reserves quota as bytes arrive and settles the accounting when it ends.
+struct QuotaUpload {
+    /// The real upload; taken when it ends.
+    inner: Option<Box<dyn Upload>>,
+    quota: Arc<UserQuota>,
+    /// To remove a new file cut off by the quota, and to measure what an abort left behind.
+    storage: Arc<dyn Storage>,
+    path: VirtualPath,
+    /// STOR over an existing file: bytes go to a temporary file until commit.
+    replaces: bool,
+    /// This upload creates the file (a file was reserved for it).
+    creates_file: bool,
+    /// Bytes of the target counted in usage before any new byte arrived.
+    kept: u64,
+    /// Bytes the new content may take without a reservation: a replacement frees the old
+    /// file's bytes when it commits, so it may use them.
+    credit: u64,
+    /// Bytes accepted so far.
+    written: u64,
+    /// Bytes reserved so far beyond the credit.
+    reserved: u64,
+    /// The quota refused a write: a file this upload created is removed.
+    exceeded: bool,
+}
+
+impl std::fmt::Debug for QuotaUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuotaUpload")
+            .field("path", &self.path)
+            .field("written", &self.written)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuotaUpload {
+    /// Accounting when the upload ends with `len` bytes in the target (None: nothing new on
+    /// disk, the old state stands) and whether a created file remains.
+    fn settle(&mut self, new_len: Option<u64>, file_remains: bool) {
+        let files_delta = i64::from(self.creates_file && file_remains);
+        let bytes_delta = new_len.map_or(0, |len| i128::from(len) - i128::from(self.kept));
+        self.quota.settle(
+            self.reserved,
+            u64::from(self.creates_file),
+            bytes_delta,
+            files_delta,
+        );
+        self.reserved = 0;
+        self.creates_file = false;
+    }
+}
+
+impl AsyncWrite for QuotaUpload {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let wanted = (this.written + buf.len() as u64).saturating_sub(this.credit);
+        let need = wanted.saturating_sub(this.reserved);
+        if need > 0 {
+            if let Err(exceeded) = this.quota.try_reserve_bytes(need) {
+                this.exceeded = true;
+                return Poll::Ready(Err(io::Error::other(exceeded)));
+            }
+            this.reserved += need;
+        }
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Err(io::Error::other("upload already finished")));
+        };
+        let poll = Pin::new(inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            this.written += n as u64;
+        }
+        poll
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+#[async_trait]
+impl Upload for QuotaUpload {
+    async fn commit(mut self: Box<Self>) -> Result<(), StorageError> {
+        let Some(inner) = self.inner.take() else {
+            return Ok(());
+        };
+        match inner.commit().await {
+            Ok(()) => {
+                let fallback = self.kept + self.written;
+                let len = remaining_len(Arc::clone(&self.storage), self.path.clone(), false).await;
+                self.settle(Some(len.unwrap_or(fallback)), true);
+                Ok(())
+            }
+            Err(err) => {
+                let len =
+                    remaining_len(Arc::clone(&self.storage), self.path.clone(), self.replaces)
+                        .await;
+                self.settle(len, len.is_some());
+                Err(err)
+            }
+        }
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        inner.abort().await;
+        if self.exceeded && self.creates_file {
+            // A new file cut off by the quota is not kept half-written.
+            let (storage, path) = (Arc::clone(&self.storage), self.path.clone());
+            if let Err(err) = storage.remove_file(&path).await {
+                warn!(path = %self.path, %err, "cannot remove an upload stopped by the quota");
+            }
+        }
+        let len = remaining_len(Arc::clone(&self.storage), self.path.clone(), self.replaces).await;
+        self.settle(len, len.is_some());
+    }
+}
+
+/// The target's size after an upload ended early; `None` when the old state stands (a
+/// replacement's temporary file is gone) or nothing is left. A free function so the future
+/// does not borrow the upload, which is not `Sync`.
+async fn remaining_len(
+    storage: Arc<dyn Storage>,
+    path: VirtualPath,
+    replaces: bool,
+) -> Option<u64> {
+    if replaces {
+        return None;
+    }
+    storage
+        .metadata(&path)
+        .await
+        .ok()
+        .filter(|m| !m.is_dir)
+        .map(|m| m.len)
+}
+
+impl Drop for QuotaUpload {
+    fn drop(&mut self) {
+        // Dropped without commit or abort (the session ended mid-transfer): the inner upload
+        // cleans up on its own drop; count what it leaves in place.
+        if self.inner.take().is_some() {
+            let len = (!self.replaces && (self.written > 0 || !self.creates_file))
+                .then_some(self.kept + self.written);
+            self.settle(len, len.is_some());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_in_si_and_binary_units() {
+        assert_eq!(parse_size("500MiB"), Ok(Some(500 << 20)));
+        assert_eq!(parse_size("2GB"), Ok(Some(2_000_000_000)));
+        assert_eq!(parse_size("1.5 KiB"), Ok(Some(1536)));
+        assert_eq!(parse_size("4096"), Ok(Some(4096)));
+        assert_eq!(parse_size("none"), Ok(None));
+        assert!(parse_size("5 parsecs").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("").is_err());
+        assert_eq!(parse_count("10000"), Ok(Some(10000)));
+        assert_eq!(parse_count("none"), Ok(None));
+        assert!(parse_count("1e3").is_err());
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(0), "0 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(5 << 30), "5.0 GiB");
+    }
+
+    fn quota(limits: Limits, used: Usage) -> UserQuota {
+        let file =
+            std::env::temp_dir().join(format!("ferry-quota-test-{}.toml", rand::random::<u64>()));
+        UserQuota {
+            file,
+            state: Mutex::new(State {
+                limits,
+                used,
+                reserved_bytes: 0,
+                reserved_files: 0,
+                written: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn reservations_of_concurrent_uploads_add_up_against_the_limit() {
+        let q = quota(
+            Limits {
+                bytes: Some(100),
+                files: None,
+            },
+            Usage {
+                bytes: 40,
+                files: 1,
+            },
+        );
+        assert_eq!(q.try_reserve_bytes(30), Ok(()));
+        assert_eq!(q.try_reserve_bytes(30), Ok(()));
+        assert_eq!(
+            q.try_reserve_bytes(1),
+            Err(QuotaExceeded::Bytes {
+                left: 0,
+                limit: 100
+            })
+        );
+        q.settle(30, 0, 0, 0);
+        assert_eq!(q.try_reserve_bytes(30), Ok(()));
+        let _ = std::fs::remove_file(&q.file);
+    }
+
+    #[test]
+    fn file_count_limit_counts_reserved_files() {
+        let q = quota(
+            Limits {
+                bytes: None,
+                files: Some(2),
+            },
+            Usage { bytes: 0, files: 1 },
+        );
+        assert_eq!(q.try_reserve_file(), Ok(()));
+        assert_eq!(q.try_reserve_file(), Err(QuotaExceeded::Files { limit: 2 }));
+        q.settle(0, 1, 10, 1);
+        assert_eq!(
+            q.report().0,
+            Usage {
+                bytes: 10,
+                files: 2
+            }
+        );
+        let _ = std::fs::remove_file(&q.file);
+    }
+}
