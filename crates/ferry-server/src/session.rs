@@ -282,14 +282,22 @@ impl Session {
         resolve(&self.cwd, arg)
     }
 
-    /// Runs `transfer` while still reading the control connection, so ABOR can stop it and
-    /// STAT can report on it; other commands wait until the transfer is over.
-    pub async fn run_transfer<T>(
+    /// Runs a transfer while still reading the control connection, so ABOR can stop it and
+    /// STAT can report on it; other commands wait until the transfer is over. `start` gets a
+    /// token that is cancelled on ABOR or when the control connection is lost; the transfer
+    /// then gets up to the data timeout to clean up (an upload settles its file and quota)
+    /// before it is dropped.
+    pub async fn run_transfer<T, F>(
         &mut self,
-        transfer: impl Future<Output = T>,
-    ) -> io::Result<Transfer<T>> {
+        start: impl FnOnce(CancellationToken) -> F,
+    ) -> io::Result<Transfer<T>>
+    where
+        F: Future<Output = T>,
+    {
+        let cancel = CancellationToken::new();
+        let transfer = start(cancel.clone());
         tokio::pin!(transfer);
-        loop {
+        let stopped = loop {
             // With the queue full the control connection is not read: TCP flow control then
             // holds the client back instead of our memory.
             let may_read = self.queued.len() < MAX_QUEUED_LINES;
@@ -297,7 +305,7 @@ impl Session {
                 result = &mut transfer => return Ok(Transfer::Finished(result)),
                 line = self.control.next(), if may_read => match line {
                     Some(Ok(line)) => match Command::parse(&line) {
-                        Ok(Command::Abor) => return Ok(Transfer::Aborted),
+                        Ok(Command::Abor) => break Transfer::Aborted,
                         Ok(Command::Stat(None)) => {
                             self.reply(213, "Status: transfer in progress").await?;
                         }
@@ -305,12 +313,15 @@ impl Session {
                     },
                     Some(Err(LineError::TooLong { .. })) => {
                         self.reply(500, "Command line too long, closing connection").await?;
-                        return Ok(Transfer::ControlLost);
+                        break Transfer::ControlLost;
                     }
-                    Some(Err(LineError::Io(_))) | None => return Ok(Transfer::ControlLost),
+                    Some(Err(LineError::Io(_))) | None => break Transfer::ControlLost,
                 },
             }
-        }
+        };
+        cancel.cancel();
+        let _ = tokio::time::timeout(self.shared.config.data_timeout, transfer).await;
+        Ok(stopped)
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ferry_proto::ascii::{FromCrlf, ToCrlf};
 use ferry_proto::{EpsvArg, Reply, TransferType};
 use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{storage, writable_storage};
@@ -150,16 +151,18 @@ pub(super) async fn retr(s: &mut Session, arg: &str) -> io::Result<()> {
         Instant::now(),
     );
     let outcome = s
-        .run_transfer(async move {
-            let mut stream = params.connect(channel).await?;
-            let n = copy(&mut reader, &mut stream, convert, stall)
-                .await
-                .map_err(|err| match err {
-                    CopyError::Read(err) => TransferError::Storage(err.into()),
-                    CopyError::Write(err) => TransferError::Data(err),
-                })?;
-            stream.shutdown().await?;
-            Ok(n)
+        .run_transfer(|cancel| {
+            until_aborted(cancel, async move {
+                let mut stream = params.connect(channel).await?;
+                let n = copy(&mut reader, &mut stream, convert, stall)
+                    .await
+                    .map_err(|err| match err {
+                        CopyError::Read(err) => TransferError::Storage(err.into()),
+                        CopyError::Write(err) => TransferError::Data(err),
+                    })?;
+                stream.shutdown().await?;
+                Ok(n)
+            })
         })
         .await?;
     finish(s, "RETR", &path, started, outcome).await
@@ -218,8 +221,8 @@ async fn upload(
         Instant::now(),
     );
     let outcome = s
-        .run_transfer(async move {
-            let received = async {
+        .run_transfer(|cancel| async move {
+            let received = until_aborted(cancel, async {
                 let mut stream = params.connect(channel).await?;
                 copy(&mut stream, &mut *upload, convert, stall)
                     .await
@@ -227,7 +230,7 @@ async fn upload(
                         CopyError::Read(err) => TransferError::Data(err),
                         CopyError::Write(err) => TransferError::Storage(err.into()),
                     })
-            }
+            })
             .await;
             match received {
                 Ok(n) => {
@@ -242,6 +245,21 @@ async fn upload(
         })
         .await?;
     finish(s, verb, &path, started, outcome).await
+}
+
+/// The network part of a transfer, stopped when the client aborts; what follows it (an
+/// upload's commit or abort) still runs.
+async fn until_aborted<T>(
+    cancel: CancellationToken,
+    work: impl Future<Output = Result<T, TransferError>>,
+) -> Result<T, TransferError> {
+    tokio::select! {
+        result = work => result,
+        _ = cancel.cancelled() => Err(TransferError::Data(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "transfer aborted",
+        ))),
+    }
 }
 
 /// Sends the final reply for a transfer and logs it.
@@ -395,11 +413,13 @@ async fn send_listing(
     s.reply(150, "Here comes the directory listing").await?;
     let (params, started) = (DataParams::of(s), Instant::now());
     let outcome = s
-        .run_transfer(async move {
-            let mut stream = params.connect(channel).await?;
-            stream.write_all(&body).await?;
-            stream.shutdown().await?;
-            Ok(body.len() as u64)
+        .run_transfer(|cancel| {
+            until_aborted(cancel, async move {
+                let mut stream = params.connect(channel).await?;
+                stream.write_all(&body).await?;
+                stream.shutdown().await?;
+                Ok(body.len() as u64)
+            })
         })
         .await?;
     finish(s, verb, path, started, outcome).await
