@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -23,6 +23,8 @@ pub struct TestUser {
     pub password: String,
     /// Whether the account was created read-only.
     pub read_only: bool,
+    /// Quota limits (bytes, files); `None` is unlimited.
+    pub quota: (Option<u64>, Option<u64>),
 }
 
 /// Builds a [`TestServer`].
@@ -35,21 +37,38 @@ pub struct Builder {
 
 impl Builder {
     /// Adds a read-write user.
-    pub fn user(mut self, name: &str, password: &str) -> Self {
-        self.users.push(TestUser {
-            name: name.into(),
-            password: password.into(),
-            read_only: false,
-        });
-        self
+    pub fn user(self, name: &str, password: &str) -> Self {
+        self.add(name, password, false, (None, None))
     }
 
     /// Adds a read-only user.
-    pub fn read_only_user(mut self, name: &str, password: &str) -> Self {
+    pub fn read_only_user(self, name: &str, password: &str) -> Self {
+        self.add(name, password, true, (None, None))
+    }
+
+    /// Adds a read-write user with a quota of `bytes` and `files` (`None`: unlimited).
+    pub fn quota_user(
+        self,
+        name: &str,
+        password: &str,
+        bytes: Option<u64>,
+        files: Option<u64>,
+    ) -> Self {
+        self.add(name, password, false, (bytes, files))
+    }
+
+    fn add(
+        mut self,
+        name: &str,
+        password: &str,
+        read_only: bool,
+        quota: (Option<u64>, Option<u64>),
+    ) -> Self {
         self.users.push(TestUser {
             name: name.into(),
             password: password.into(),
-            read_only: true,
+            read_only,
+            quota,
         });
         self
     }
@@ -74,58 +93,78 @@ impl Builder {
             let hash =
                 users::hash_password_with_params(&Password::new(user.password.clone()), 64, 1, 1)
                     .unwrap();
-            let entry = UserEntry::new(hash, users::default_home(&user.name), user.read_only);
+            let mut entry = UserEntry::new(hash, users::default_home(&user.name), user.read_only);
+            (entry.quota_bytes, entry.quota_files) = user.quota;
             users::add_user(data.path(), &user.name, entry).unwrap();
         }
-        let mut config = ServerConfig::new(data.path());
-        config.login_fail_delay = Duration::from_millis(50);
-        config.data_timeout = Duration::from_secs(10);
-        config.shutdown_grace = Duration::from_secs(2);
-        for f in &self.configure {
-            f(&mut config);
-        }
-        let store = Arc::new(UserStore::open(data.path()).unwrap());
         let listen = if self.listen.is_empty() {
             vec!["127.0.0.1:0".parse().unwrap()]
         } else {
             self.listen
         };
-        // Bound here, before the thread starts, so the address is known and connectable at once.
-        let listeners: Vec<_> = listen
-            .iter()
-            .map(|addr| {
-                let listener = std::net::TcpListener::bind(addr).unwrap();
-                listener.set_nonblocking(true).unwrap();
-                listener
-            })
-            .collect();
-        let addrs = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            let listeners = runtime.block_on(async {
-                listeners
-                    .into_iter()
-                    .map(|l| tokio::net::TcpListener::from_std(l).unwrap())
-                    .collect()
-            });
-            runtime
-                .block_on(ferry_server::run(listeners, config, store, async {
-                    let _ = stopped.await;
-                }))
-                .unwrap();
-        });
+        let running = spawn(data.path(), &listen, &self.configure);
         TestServer {
-            addrs,
+            addrs: running.addrs,
             data,
             users: self.users,
-            stop: Some(stop),
-            thread: Some(thread),
+            listen,
+            configure: self.configure,
+            stop: Some(running.stop),
+            thread: Some(running.thread),
         }
+    }
+}
+
+/// A server thread and how to stop it.
+struct Running {
+    addrs: Vec<SocketAddr>,
+    stop: oneshot::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+/// Starts a server on `data` on its own thread and runtime.
+fn spawn(data: &Path, listen: &[SocketAddr], configure: &[fn(&mut ServerConfig)]) -> Running {
+    let mut config = ServerConfig::new(data);
+    config.login_fail_delay = Duration::from_millis(50);
+    config.data_timeout = Duration::from_secs(10);
+    config.shutdown_grace = Duration::from_secs(2);
+    for f in configure {
+        f(&mut config);
+    }
+    let store = Arc::new(UserStore::open(data).unwrap());
+    // Bound here, before the thread starts, so the address is known and connectable at once.
+    let listeners: Vec<_> = listen
+        .iter()
+        .map(|addr| {
+            let listener = std::net::TcpListener::bind(addr).unwrap();
+            listener.set_nonblocking(true).unwrap();
+            listener
+        })
+        .collect();
+    let addrs = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listeners = runtime.block_on(async {
+            listeners
+                .into_iter()
+                .map(|l| tokio::net::TcpListener::from_std(l).unwrap())
+                .collect()
+        });
+        runtime
+            .block_on(ferry_server::run(listeners, config, store, async {
+                let _ = stopped.await;
+            }))
+            .unwrap();
+    });
+    Running {
+        addrs,
+        stop,
+        thread,
     }
 }
 
@@ -138,6 +177,10 @@ pub struct TestServer {
     pub data: TempDir,
     /// The accounts it was started with.
     pub users: Vec<TestUser>,
+    /// Kept to restart on the same addresses' kind (ports are new).
+    listen: Vec<SocketAddr>,
+    /// Kept to restart with the same settings.
+    configure: Vec<fn(&mut ServerConfig)>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -180,6 +223,16 @@ impl TestServer {
             .find(|u| u.name == user)
             .expect("unknown test user");
         format!("ftp://{}:{}@{}", u.name, u.password, self.addr())
+    }
+
+    /// Stops the server cleanly and starts a new one on the same data directory (new ports;
+    /// `addrs` is updated), as an operator's restart would.
+    pub fn restart(&mut self) {
+        self.stop();
+        let running = spawn(self.data.path(), &self.listen, &self.configure);
+        self.addrs = running.addrs;
+        self.stop = Some(running.stop);
+        self.thread = Some(running.thread);
     }
 
     /// Stops the server and waits for it (running transfers get the grace period).
