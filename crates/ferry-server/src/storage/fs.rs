@@ -487,6 +487,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_directory_renamed_into_itself_is_553_not_a_local_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = FsStorage::open(tmp.path()).unwrap();
+        storage.create_dir(&vpath("d")).await.unwrap();
+        let err = storage.rename(&vpath("d"), &vpath("d/e")).await.err().unwrap();
+        assert_eq!(err.reply_code(), 553, "{err:?}");
+    }
+
+    #[tokio::test]
     async fn the_root_cannot_be_removed_or_renamed() {
         let tmp = tempfile::tempdir().unwrap();
         let storage = FsStorage::open(tmp.path()).unwrap();

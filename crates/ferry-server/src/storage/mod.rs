@@ -97,7 +97,8 @@ impl From<std::io::Error> for StorageError {
             K::IsADirectory => StorageError::IsADirectory,
             K::DirectoryNotEmpty => StorageError::DirectoryNotEmpty,
             K::StorageFull | K::QuotaExceeded => StorageError::NoSpace,
-            K::InvalidFilename => StorageError::InvalidName,
+            // EINVAL: a directory renamed into itself and similar impossible names.
+            K::InvalidFilename | K::InvalidInput => StorageError::InvalidName,
             // cap-std reports a path that would leave the home as "a path led outside".
             _ if is_escape(&err) => StorageError::PermissionDenied,
             _ => StorageError::Io(err),
