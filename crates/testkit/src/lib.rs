@@ -14,6 +14,21 @@ use ferry_server::users::{self, Password, UserEntry, UserStore};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
+/// Deterministic pseudo-random bytes (xorshift64*): reproducible failures, no RNG crate, and
+/// no two chunks alike, so a misplaced or repeated chunk cannot go unnoticed.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 /// An account the test server was started with.
 #[derive(Debug, Clone)]
 pub struct TestUser {

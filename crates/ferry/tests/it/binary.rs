@@ -14,23 +14,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+use testkit::random_bytes;
 
 /// How long a server may take to start (the first start hashes the admin password).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Deterministic pseudo-random bytes (xorshift64), so failures are reproducible.
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// `ferry ARGS... --data DATA`.
 fn ferry_command(data: &Path, args: &[&str]) -> Command {

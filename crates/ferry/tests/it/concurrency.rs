@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use testkit::TestServer;
+use testkit::{TestServer, random_bytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;
@@ -14,20 +14,6 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 
 use super::raw::{Raw, WAIT};
-
-/// Deterministic pseudo-random bytes (xorshift), so a misplaced chunk cannot go unnoticed.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// Reads a data connection to its end, comparing with `expected` as the bytes arrive (no
 /// second copy of a large file in memory).
@@ -96,7 +82,7 @@ async fn two_hundred_clients_download_at_once() {
         .user("alice", "alice-pw")
         .config(|c| c.max_per_ip = 1000)
         .start();
-    let body = Arc::new(pattern(1 << 20, 1));
+    let body = Arc::new(random_bytes(1 << 20, 1));
     fs::write(server.home("alice").join("file.bin"), body.as_slice()).unwrap();
     let addr = server.addr();
     // Everyone logs in first, then all download at the same time.
@@ -122,8 +108,8 @@ async fn a_stalled_download_does_not_hold_up_others() {
         // Long enough that the stalled transfer survives the test and can be finished.
         .config(|c| c.data_timeout = Duration::from_secs(60))
         .start();
-    let big = Arc::new(pattern(64 << 20, 2));
-    let mid = Arc::new(pattern(4 << 20, 3));
+    let big = Arc::new(random_bytes(64 << 20, 2));
+    let mid = Arc::new(random_bytes(4 << 20, 3));
     fs::write(server.home("alice").join("big.bin"), big.as_slice()).unwrap();
     fs::write(server.home("alice").join("mid.bin"), mid.as_slice()).unwrap();
     let addr = server.addr();
@@ -169,7 +155,7 @@ fn server_with_keep(config: fn(&mut ferry_server::ServerConfig)) -> (TestServer,
         .user("alice", "alice-pw")
         .config(config)
         .start();
-    let original = pattern(1 << 20, 4);
+    let original = random_bytes(1 << 20, 4);
     fs::write(server.home("alice").join("keep.bin"), &original).unwrap();
     (server, original)
 }
@@ -181,7 +167,7 @@ async fn start_overwrite(server: &TestServer) -> (Raw, TcpStream) {
     let mut data = c.open_data().await;
     let r = c.cmd("STOR keep.bin").await;
     assert_eq!(r.0, 150, "{r:?}");
-    data.write_all(&pattern(256 * 1024, 5)).await.unwrap();
+    data.write_all(&random_bytes(256 * 1024, 5)).await.unwrap();
     data.flush().await.unwrap();
     assert_eq!(
         temp_files(&server.home("alice")).len(),
@@ -263,7 +249,7 @@ async fn client_vanishing_mid_stor_keeps_the_original() {
 #[tokio::test]
 async fn abor_during_retr_replies_426_then_226_and_the_session_continues() {
     let server = TestServer::start();
-    let big = pattern(64 << 20, 6);
+    let big = random_bytes(64 << 20, 6);
     fs::write(server.home("alice").join("big.bin"), &big).unwrap();
     fs::write(server.home("alice").join("small.txt"), b"small").unwrap();
     let mut c = Raw::login(server.addr(), "alice", "alice-pw").await;
@@ -315,7 +301,7 @@ async fn interleave(d1: &mut TcpStream, a: &[u8], d2: &mut TcpStream, b: &[u8]) 
 #[tokio::test]
 async fn two_uploads_by_one_user_at_once_both_land() {
     let server = TestServer::start();
-    let (a, b) = (pattern(4 << 20, 7), pattern(4 << 20, 8));
+    let (a, b) = (random_bytes(4 << 20, 7), random_bytes(4 << 20, 8));
     let mut c1 = Raw::login(server.addr(), "alice", "alice-pw").await;
     let mut c2 = Raw::login(server.addr(), "alice", "alice-pw").await;
     let mut d1 = c1.open_data().await;
@@ -335,7 +321,7 @@ async fn two_uploads_by_one_user_at_once_both_land() {
 #[tokio::test]
 async fn two_overwrites_of_one_file_at_once_leave_one_whole_version() {
     let (server, _original) = server_with_keep(|_| {});
-    let (a, b) = (pattern(4 << 20, 9), pattern(4 << 20, 10));
+    let (a, b) = (random_bytes(4 << 20, 9), random_bytes(4 << 20, 10));
     let mut c1 = Raw::login(server.addr(), "alice", "alice-pw").await;
     let mut c2 = Raw::login(server.addr(), "alice", "alice-pw").await;
     let mut d1 = c1.open_data().await;

@@ -7,21 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use tempfile::TempDir;
-use testkit::TestServer;
-
-/// Deterministic pseudo-random bytes (xorshift64), so failures are reproducible.
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+use testkit::{TestServer, random_bytes};
 
 /// Runs curl with `args`, silent but showing errors, never for longer than 60 seconds.
 fn curl(args: &[&str]) -> Output {

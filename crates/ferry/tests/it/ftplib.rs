@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use testkit::TestServer;
+use testkit::{TestServer, random_bytes};
 
 /// Connects `ftp` (an ftplib.FTP with a 10 s timeout, so a stuck server fails the script
 /// instead of hanging it) and defines helpers the scripts share.
@@ -27,20 +27,6 @@ def read_all(conn):
 def arg(name):
     return os.environ['ARG_' + name]
 "#;
-
-/// Deterministic pseudo-random bytes (xorshift64*), so no extra crate is needed.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// Runs `body` after the prelude, not logged in. `args` become `ARG_<name>` environment
 /// variables (read with `arg('name')`). Returns stdout; the script must exit 0.
@@ -189,7 +175,7 @@ fn storbinary_retrbinary_round_trip() {
     let server = TestServer::start();
     let home = home_with(&server, "alice", &[]);
     let scratch = tempfile::tempdir().unwrap();
-    let data = pseudo_random(3 << 20, 21);
+    let data = random_bytes(3 << 20, 21);
     let input = scratch.path().join("in.bin");
     let output = scratch.path().join("out.bin");
     let tail = scratch.path().join("tail.bin");
@@ -431,7 +417,7 @@ fn active_mode_port_and_eprt() {
     let server = TestServer::start();
     let home = home_with(&server, "alice", &[]);
     let scratch = tempfile::tempdir().unwrap();
-    let data = pseudo_random(1 << 20, 22);
+    let data = random_bytes(1 << 20, 22);
     let input = scratch.path().join("in.bin");
     let output = scratch.path().join("out.bin");
     let eprt_out = scratch.path().join("eprt.bin");

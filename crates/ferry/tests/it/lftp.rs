@@ -11,21 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
-use testkit::TestServer;
-
-/// Deterministic pseudo-random bytes (xorshift64), so failures are reproducible.
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+use testkit::{TestServer, random_bytes};
 
 /// What one lftp run printed.
 #[derive(Debug)]

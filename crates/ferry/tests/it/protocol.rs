@@ -11,7 +11,7 @@ use suppaftp::list::ListParser;
 use suppaftp::tokio::AsyncFtpStream;
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, Mode, Status};
-use testkit::TestServer;
+use testkit::{TestServer, random_bytes};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -22,20 +22,6 @@ const WAIT: Duration = Duration::from_secs(10);
 /// 2001-09-09 01:46:40 UTC, a modification time with a well-known MDTM form.
 const BILLENNIUM: u64 = 1_000_000_000;
 const BILLENNIUM_TIMEVAL: &str = "20010909014640";
-
-/// Deterministic pseudo-random bytes (xorshift64*), so large transfers need no extra crate.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// The reply code of a command suppaftp reports as refused; panics if it was accepted.
 fn refused<T>(result: Result<T, FtpError>) -> u32 {
@@ -628,7 +614,7 @@ async fn round_trips(ftp: &mut AsyncFtpStream, home: &Path, tag: &str, seed: u64
         (format!("{tag}-empty.bin"), Vec::new()),
         (format!("{tag}-one.bin"), vec![b'\n']),
         (format!("{tag}-crlf.bin"), b"a\r\nb\nc\r\0\xff\r".to_vec()),
-        (format!("{tag}-big.bin"), pseudo_random(10 << 20, seed)),
+        (format!("{tag}-big.bin"), random_bytes(10 << 20, seed)),
     ];
     for (name, data) in &cases {
         put(ftp, name, data).await;
@@ -688,7 +674,7 @@ async fn binary_round_trip_in_active_mode_with_port() {
 async fn raw_pasv_and_epsv_transfers() {
     let server = TestServer::start();
     let home = home_with(&server, "alice", &[]);
-    let data = pseudo_random(200_000, 4);
+    let data = random_bytes(200_000, 4);
     let mut raw = Control::login(server.addr(), "alice").await;
     raw.expect("TYPE I", 200).await;
     let conn = raw.pasv().await;
@@ -704,7 +690,7 @@ async fn raw_pasv_and_epsv_transfers() {
 async fn eprt_and_port_active_transfers() {
     let server = TestServer::start();
     let home = home_with(&server, "alice", &[]);
-    let data = pseudo_random(300_000, 5);
+    let data = random_bytes(300_000, 5);
     let mut raw = Control::login(server.addr(), "alice").await;
     raw.expect("TYPE I", 200).await;
 
@@ -790,7 +776,7 @@ async fn size_and_mdtm() {
 #[tokio::test]
 async fn rest_then_retr_returns_the_tail() {
     let server = TestServer::start();
-    let data = pseudo_random(100_000, 6);
+    let data = random_bytes(100_000, 6);
     home_with(&server, "alice", &[("r.bin", &data)]);
     let mut ftp = client(server.addr(), "alice").await;
     ftp.resume_transfer(60_000).await.unwrap();
@@ -824,7 +810,7 @@ async fn appe_appends_and_creates() {
         std::fs::read(home.join("log.txt")).unwrap(),
         b"first\nsecond\n"
     );
-    let big = pseudo_random(500_000, 8);
+    let big = random_bytes(500_000, 8);
     let mut reader = &big[..];
     ftp.append_file("log.txt", &mut reader).await.unwrap();
     let mut expected = b"first\nsecond\n".to_vec();
@@ -838,7 +824,7 @@ async fn appe_appends_and_creates() {
 #[tokio::test]
 async fn rest_then_stor_continues_in_place() {
     let server = TestServer::start();
-    let data = pseudo_random(100_000, 9);
+    let data = random_bytes(100_000, 9);
     let home = home_with(
         &server,
         "alice",
@@ -874,7 +860,7 @@ async fn stou_names_the_file_in_the_150_reply() {
     raw.expect("TYPE I", 200).await;
     let mut names = Vec::new();
     for seed in [10, 11] {
-        let data = pseudo_random(50_000, seed);
+        let data = random_bytes(50_000, seed);
         let conn = raw.epsv().await;
         let started = raw.upload(conn, "STOU", &data).await;
         let name = started.lines[0]
@@ -1201,7 +1187,7 @@ async fn abor_during_an_upload_keeps_the_old_file() {
     raw.expect("TYPE I", 200).await;
     let mut conn = raw.epsv().await;
     raw.expect("STOR keep.txt", 150).await;
-    conn.write_all(&pseudo_random(100_000, 13)).await.unwrap();
+    conn.write_all(&random_bytes(100_000, 13)).await.unwrap();
     conn.flush().await.unwrap();
     // The data connection stays open: the upload is unfinished when ABOR arrives.
     let first = raw.cmd("ABOR").await;
@@ -1344,7 +1330,7 @@ async fn ipv6_server_works_with_epsv_and_eprt() {
         .start();
     assert!(server.addr().is_ipv6());
     let home = server.home("alice");
-    let data = pseudo_random(1 << 20, 12);
+    let data = random_bytes(1 << 20, 12);
 
     let mut ftp = client(server.addr(), "alice").await;
     ftp.set_mode(Mode::ExtendedPassive);
