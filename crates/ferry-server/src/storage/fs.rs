@@ -491,7 +491,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let storage = FsStorage::open(tmp.path()).unwrap();
         storage.create_dir(&vpath("d")).await.unwrap();
-        let err = storage.rename(&vpath("d"), &vpath("d/e")).await.err().unwrap();
+        let err = storage
+            .rename(&vpath("d"), &vpath("d/e"))
+            .await
+            .err()
+            .unwrap();
         assert_eq!(err.reply_code(), 553, "{err:?}");
     }
 
