@@ -1,6 +1,7 @@
 //! ferry's multi-user FTP server: one tokio task per control connection, every path confined
 //! to the user's home, uploads that replace files only when complete.
 
+mod checksum;
 mod commands;
 pub mod config;
 pub mod data;

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod binary;
+mod checksum;
 mod concurrency;
 mod curl;
 mod ftplib;
