@@ -101,6 +101,8 @@ pub enum Command {
     Auth(String),
     Pbsz(String),
     Prot(String),
+    /// CCC: clear the control channel (RFC 4217 section 6); ferry refuses it.
+    Ccc,
     /// HASH path (draft-bryan-ftpext-hash-02): the selected algorithm over the selected range.
     Hash(String),
     /// RANG start end: the byte range the next HASH covers (`RANG 1 0` resets).
@@ -252,6 +254,7 @@ impl Command {
             "AUTH" => Command::Auth(required(arg, "AUTH needs a mechanism")?),
             "PBSZ" => Command::Pbsz(required(arg, "PBSZ needs a size")?),
             "PROT" => Command::Prot(required(arg, "PROT needs a level")?),
+            "CCC" => no_arg(arg, Command::Ccc)?,
             "HASH" => Command::Hash(path(arg)?),
             "RANG" => parse_rang(arg)?,
             "XSHA256" => x_hash(HashAlgorithm::Sha256, arg)?,
@@ -311,6 +314,7 @@ impl Command {
             Command::Auth(_) => "AUTH",
             Command::Pbsz(_) => "PBSZ",
             Command::Prot(_) => "PROT",
+            Command::Ccc => "CCC",
             Command::Hash(_) => "HASH",
             Command::Rang(..) => "RANG",
             Command::XHash { algorithm, .. } => match algorithm {

@@ -3,7 +3,10 @@
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::tls::Tls;
 
 /// Everything a running server needs to know; built by the binary, shared read-only.
 #[derive(Debug, Clone)]
@@ -28,6 +31,13 @@ pub struct ServerConfig {
     pub max_login_failures: u32,
     /// On shutdown, running transfers get this long to finish.
     pub shutdown_grace: Duration,
+    /// FTPS: AUTH TLS on plain listeners and implicit-TLS listeners; `None` is plain FTP only.
+    pub tls: Option<Arc<Tls>>,
+    /// Refuse logins before AUTH TLS and data connections without PROT P.
+    pub require_tls: bool,
+    /// A PROT P data connection must resume the control connection's TLS session (vsftpd's
+    /// require_ssl_reuse), so a third party cannot take over the data connection.
+    pub require_tls_reuse: bool,
 }
 
 impl ServerConfig {
@@ -44,6 +54,9 @@ impl ServerConfig {
             login_fail_delay: Duration::from_secs(1),
             max_login_failures: 3,
             shutdown_grace: Duration::from_secs(30),
+            tls: None,
+            require_tls: false,
+            require_tls_reuse: true,
         }
     }
 }

@@ -10,7 +10,8 @@ pub mod listing;
 pub mod quota;
 mod session;
 pub mod storage;
+pub mod tls;
 pub mod users;
 
 pub use config::ServerConfig;
-pub use listener::run;
+pub use listener::{Listener, run};

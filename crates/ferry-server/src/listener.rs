@@ -19,6 +19,7 @@ use crate::config::ServerConfig;
 use crate::data::canonical;
 use crate::quota::QuotaRegistry;
 use crate::session::Session;
+use crate::tls::MaybeTls;
 use crate::users::UserStore;
 
 /// What every session of one server shares; read-only except for the session counts.
@@ -83,10 +84,37 @@ impl Drop for Slot {
     }
 }
 
+/// A bound socket and how its connections begin.
+#[derive(Debug)]
+pub struct Listener {
+    /// The socket.
+    pub socket: TcpListener,
+    /// Implicit FTPS (usually port 990): TLS from the first byte, before the greeting.
+    pub implicit_tls: bool,
+}
+
+impl Listener {
+    /// Plain FTP, with AUTH TLS available when TLS is configured.
+    pub fn plain(socket: TcpListener) -> Self {
+        Listener {
+            socket,
+            implicit_tls: false,
+        }
+    }
+
+    /// Implicit FTPS.
+    pub fn implicit_tls(socket: TcpListener) -> Self {
+        Listener {
+            socket,
+            implicit_tls: true,
+        }
+    }
+}
+
 /// Serves FTP on `listeners` until `shutdown` completes, then stops accepting, lets running
 /// sessions finish their transfers for up to the configured grace period, and returns.
 pub async fn run(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     config: ServerConfig,
     users: Arc<UserStore>,
     shutdown: impl Future<Output = ()>,
@@ -102,7 +130,18 @@ pub async fn run(
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
     for listener in listeners {
-        info!(addr = %listener.local_addr()?, "listening");
+        if listener.implicit_tls && shared.config.tls.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "implicit FTPS needs TLS configured",
+            ));
+        }
+        let kind = if listener.implicit_tls {
+            "ftps (implicit TLS)"
+        } else {
+            "ftp"
+        };
+        info!(addr = %listener.socket.local_addr()?, kind, "listening");
         tracker.spawn(accept_loop(
             listener,
             Arc::clone(&shared),
@@ -127,7 +166,7 @@ pub async fn run(
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: Listener,
     shared: Arc<Shared>,
     token: CancellationToken,
     tracker: TaskTracker,
@@ -135,20 +174,24 @@ async fn accept_loop(
     loop {
         let accepted = tokio::select! {
             _ = token.cancelled() => return,
-            accepted = listener.accept() => accepted,
+            accepted = listener.socket.accept() => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {
                 let peer = SocketAddr::new(canonical(peer.ip()), peer.port());
                 match shared.try_acquire(peer.ip()) {
                     Some(slot) => {
-                        tracker.spawn(serve(
+                        let session = serve(
                             stream,
                             peer,
+                            listener.implicit_tls,
                             Arc::clone(&shared),
                             token.clone(),
-                            slot,
-                        ));
+                        );
+                        tracker.spawn(async move {
+                            session.await;
+                            drop(slot);
+                        });
                     }
                     None => {
                         warn!(%peer, "session limit reached, refusing");
@@ -168,17 +211,32 @@ async fn accept_loop(
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
+    implicit_tls: bool,
     shared: Arc<Shared>,
     token: CancellationToken,
-    _slot: Slot,
 ) {
     if let Err(err) = stream.set_nodelay(true) {
         warn!(%peer, %err, "set_nodelay failed");
     }
-    match Session::new(stream, peer, shared, token) {
-        Ok(session) => session.run().await,
-        Err(err) => warn!(%peer, %err, "could not start a session"),
-    }
+    let local = match stream.local_addr() {
+        Ok(local) => local,
+        Err(err) => return warn!(%peer, %err, "could not start a session"),
+    };
+    let acceptor = shared.config.tls.as_ref().map(|tls| tls.session_acceptor());
+    let control = match (&acceptor, implicit_tls) {
+        (Some(acceptor), true) => {
+            let wait = shared.config.idle_timeout;
+            match tokio::time::timeout(wait, acceptor.accept(stream)).await {
+                Ok(Ok((tls, _))) => tls,
+                Ok(Err(err)) => return warn!(%peer, %err, "implicit TLS handshake failed"),
+                Err(_) => return warn!(%peer, "implicit TLS handshake timed out"),
+            }
+        }
+        _ => MaybeTls::Plain(stream),
+    };
+    Session::new(control, local, peer, shared, token, acceptor, implicit_tls)
+        .run()
+        .await;
 }
 
 async fn refuse(mut stream: TcpStream) {

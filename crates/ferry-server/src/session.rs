@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use ferry_proto::{Command, ControlCodec, HashAlgorithm, LineError, Reply, TransferType};
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -19,6 +18,7 @@ use crate::listener::Shared;
 use crate::listing::Facts;
 use crate::quota::{UserQuota, quota_message};
 use crate::storage::{Storage, StorageError, VirtualPath, resolve};
+use crate::tls::{MaybeTls, SessionTls};
 use crate::users::Account;
 
 /// Commands that may wait for a running transfer to end (pipelining); beyond this the
@@ -71,7 +71,14 @@ pub(crate) enum Transfer<T> {
 #[derive(Debug)]
 pub(crate) struct Session {
     /// Command lines in, replies out.
-    pub control: Framed<TcpStream, ControlCodec>,
+    pub control: Framed<MaybeTls, ControlCodec>,
+    /// This session's TLS acceptor, with a session store shared only with its data
+    /// connections; `None` when the server has no TLS.
+    pub tls: Option<SessionTls>,
+    /// PBSZ was sent (RFC 4217 wants it before PROT).
+    pub pbsz: bool,
+    /// PROT P: data connections are TLS.
+    pub protect_data: bool,
     /// Server-wide settings and the account store.
     pub shared: Arc<Shared>,
     /// The client's address: logs, PORT/EPRT and passive-connection checks.
@@ -116,16 +123,22 @@ enum Next {
 }
 
 impl Session {
-    /// A new session on an accepted connection.
+    /// A new session on an accepted connection (already TLS for implicit FTPS, which also
+    /// starts with PROT P as clients of port 990 expect).
     pub fn new(
-        stream: TcpStream,
+        stream: MaybeTls,
+        local: SocketAddr,
         peer: SocketAddr,
         shared: Arc<Shared>,
         shutdown: CancellationToken,
-    ) -> io::Result<Self> {
-        let local = stream.local_addr()?;
-        Ok(Session {
+        tls: Option<SessionTls>,
+        implicit_tls: bool,
+    ) -> Self {
+        Session {
             control: Framed::new(stream, ControlCodec::default()),
+            tls,
+            pbsz: implicit_tls,
+            protect_data: implicit_tls,
             shared,
             peer,
             local,
@@ -142,7 +155,7 @@ impl Session {
             epsv_all: false,
             failed_logins: 0,
             queued: VecDeque::new(),
-        })
+        }
     }
 
     /// Serves the connection until QUIT, EOF, an error, idle timeout or shutdown.
@@ -243,6 +256,17 @@ impl Session {
         self.reply(err.reply_code(), text).await
     }
 
+    /// TLS is required of this session: by the server, or by the logged-in account.
+    pub fn tls_required(&self) -> bool {
+        self.shared.config.require_tls
+            || matches!(&self.login, Login::LoggedIn(l) if l.account.require_tls)
+    }
+
+    /// True once the control connection is TLS (AUTH TLS or implicit FTPS).
+    pub fn control_is_tls(&self) -> bool {
+        self.control.get_ref().is_tls()
+    }
+
     /// True after a successful PASS.
     pub fn is_logged_in(&self) -> bool {
         matches!(self.login, Login::LoggedIn(_))
@@ -338,6 +362,9 @@ fn allowed_before_login(cmd: &Command) -> bool {
             | Command::Help(_)
             | Command::Noop
             | Command::Auth(_)
+            | Command::Pbsz(_)
+            | Command::Prot(_)
+            | Command::Ccc
             | Command::Opts(_)
     )
 }
@@ -345,6 +372,10 @@ fn allowed_before_login(cmd: &Command) -> bool {
 /// Errors inside a transfer: either side may fail.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TransferError {
+    /// A PROT P data connection started a new TLS session instead of resuming the control
+    /// connection's: 522, as vsftpd answers.
+    #[error("TLS session not resumed")]
+    TlsNotResumed,
     /// The data connection could not be established: 425.
     #[error("{0}")]
     Connect(io::Error),

@@ -207,6 +207,9 @@ pub struct UserEntry {
     /// Refuses every command that changes files; for download-only accounts.
     #[serde(default)]
     pub read_only: bool,
+    /// Refuse this account's login before AUTH TLS and its data connections without PROT P.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_tls: bool,
     /// Most bytes the user may store; absent means unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota_bytes: Option<u64>,
@@ -225,6 +228,7 @@ impl UserEntry {
             password,
             home,
             read_only,
+            require_tls: false,
             quota_bytes: None,
             quota_files: None,
             extra: toml::Table::new(),
@@ -536,6 +540,8 @@ pub struct Account {
     pub read_only: bool,
     /// Disk quota, enforced during uploads.
     pub limits: Limits,
+    /// FTPS required for this account.
+    pub require_tls: bool,
 }
 
 /// users.toml as the running server sees it: shared by all sessions, reloaded on change.
@@ -602,6 +608,16 @@ impl UserStore {
         }
     }
 
+    /// True when `name` exists and must use TLS; asked at USER so that such an account's
+    /// password is never sent in clear.
+    pub fn requires_tls(&self, name: &str) -> bool {
+        self.reload_if_changed();
+        self.read_cache()
+            .db
+            .get(name)
+            .is_some_and(|entry| entry.require_tls)
+    }
+
     /// True when users.toml has no accounts.
     pub fn is_empty(&self) -> bool {
         self.read_cache().db.is_empty()
@@ -629,6 +645,7 @@ impl UserStore {
             home: entry.resolved_home(&self.data_dir),
             read_only: entry.read_only,
             limits: entry.limits(),
+            require_tls: entry.require_tls,
         };
         Some((entry.password.clone(), account))
     }
@@ -933,6 +950,7 @@ mod tests {
                 home: dir.path().join("home/alice"),
                 read_only: false,
                 limits: Limits::default(),
+                require_tls: false,
             }
         );
         assert!(alice.home.is_absolute());

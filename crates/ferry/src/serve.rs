@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Args;
-use ferry_server::ServerConfig;
+use ferry_server::tls::{CertSource, Tls};
 use ferry_server::users::{self, UserStore};
+use ferry_server::{Listener, ServerConfig};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -48,6 +49,25 @@ pub struct ServeArgs {
     /// Seconds running transfers get to finish on shutdown.
     #[arg(long, value_name = "SECS")]
     shutdown_grace: Option<u64>,
+    /// Offer FTPS: AUTH TLS on every --listen address (RFC 4217).
+    #[arg(long)]
+    tls: bool,
+    /// Refuse logins before AUTH TLS and data connections without PROT P (implies --tls).
+    #[arg(long)]
+    require_tls: bool,
+    /// Also serve implicit FTPS on ADDR (usually port 990); repeatable (implies --tls).
+    #[arg(long, value_name = "ADDR")]
+    implicit_tls: Vec<SocketAddr>,
+    /// PEM certificate chain [default: DATA/tls/cert.pem, generated self-signed when absent].
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Accept PROT P data connections that do not resume the control connection's TLS
+    /// session (for old clients; weaker against data-connection theft).
+    #[arg(long)]
+    no_require_tls_reuse: bool,
 }
 
 /// DATA/ferry.toml: the same settings as the flags; flags win.
@@ -64,6 +84,21 @@ struct FileSettings {
     shutdown_grace: Option<u64>,
     login_fail_delay_ms: Option<u64>,
     max_login_failures: Option<u32>,
+    tls: Option<bool>,
+    require_tls: Option<bool>,
+    implicit_tls: Option<Vec<SocketAddr>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    require_tls_reuse: Option<bool>,
+}
+
+/// Where the server listens, by kind.
+#[derive(Debug)]
+struct Addresses {
+    /// Plain FTP (with AUTH TLS when TLS is on).
+    plain: Vec<SocketAddr>,
+    /// Implicit FTPS.
+    implicit_tls: Vec<SocketAddr>,
 }
 
 fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
@@ -88,8 +123,8 @@ fn read_settings(data: &Path) -> anyhow::Result<FileSettings> {
 }
 
 /// Flags over ferry.toml over the embedded defaults.
-fn resolve(args: ServeArgs, file: FileSettings) -> anyhow::Result<(Vec<SocketAddr>, ServerConfig)> {
-    let mut config = ServerConfig::new(args.data);
+fn resolve(args: ServeArgs, file: FileSettings) -> anyhow::Result<(Addresses, ServerConfig)> {
+    let mut config = ServerConfig::new(args.data.clone());
     let listen = match (args.listen, file.listen) {
         (flags, _) if !flags.is_empty() => flags,
         (_, Some(addrs)) if !addrs.is_empty() => addrs,
@@ -123,16 +158,52 @@ fn resolve(args: ServeArgs, file: FileSettings) -> anyhow::Result<(Vec<SocketAdd
     if let Some(n) = file.max_login_failures {
         config.max_login_failures = n.max(1);
     }
-    Ok((listen, config))
+    let implicit_tls = match (args.implicit_tls, file.implicit_tls) {
+        (flags, _) if !flags.is_empty() => flags,
+        (_, Some(addrs)) => addrs,
+        _ => Vec::new(),
+    };
+    config.require_tls = args.require_tls || file.require_tls.unwrap_or(false);
+    config.require_tls_reuse = !args.no_require_tls_reuse && file.require_tls_reuse.unwrap_or(true);
+    let cert = match (args.tls_cert, args.tls_key, file.tls_cert, file.tls_key) {
+        (Some(cert), Some(key), _, _) | (None, None, Some(cert), Some(key)) => Some(CertSource {
+            cert,
+            key,
+            generate: false,
+        }),
+        (None, None, None, None) => None,
+        _ => bail!("tls_cert and tls_key go together: give both or neither"),
+    };
+    let wants_tls = args.tls
+        || file.tls.unwrap_or(false)
+        || config.require_tls
+        || !implicit_tls.is_empty()
+        || cert.is_some();
+    if wants_tls {
+        let source = cert.unwrap_or_else(|| CertSource::generated_in(&config.data_dir));
+        let tls = Tls::load(source).context("cannot set up TLS")?;
+        config.tls = Some(Arc::new(tls));
+    }
+    Ok((
+        Addresses {
+            plain: listen,
+            implicit_tls,
+        },
+        config,
+    ))
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     crate::init_logging();
+    let settings = read_settings(&args.data)?;
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create data directory {}", args.data.display()))?;
-    let settings = read_settings(&args.data)?;
     let (listen, config) = resolve(args, settings)?;
+    if let Some(tls) = &config.tls {
+        println!("TLS certificate {}", tls.cert_path().display());
+        println!("  SHA-256 fingerprint {}", tls.fingerprint());
+    }
     if let Some(password) = users::ensure_admin(&config.data_dir)? {
         println!("Created user 'admin' with password: {}", password.expose());
         println!("This password is shown only once. Change it with:");
@@ -147,19 +218,30 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(
-    listen: Vec<SocketAddr>,
+    listen: Addresses,
     config: ServerConfig,
     users: Arc<UserStore>,
 ) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
-    for addr in listen {
-        let listener = TcpListener::bind(addr)
+    for (addr, implicit) in listen
+        .plain
+        .iter()
+        .map(|a| (a, false))
+        .chain(listen.implicit_tls.iter().map(|a| (a, true)))
+    {
+        let socket = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        println!("ferry serving FTP on {}", listener.local_addr()?);
-        listeners.push(listener);
+        let local = socket.local_addr()?;
+        if implicit {
+            println!("ferry serving FTPS (implicit TLS) on {local}");
+            listeners.push(Listener::implicit_tls(socket));
+        } else {
+            println!("ferry serving FTP on {local}");
+            listeners.push(Listener::plain(socket));
+        }
     }
-    tokio::spawn(reload_on_sighup(Arc::clone(&users)));
+    tokio::spawn(reload_on_sighup(Arc::clone(&users), config.tls.clone()));
     ferry_server::run(listeners, config, users, shutdown_signal()).await?;
     info!("stopped");
     Ok(())
@@ -181,7 +263,8 @@ async fn shutdown_signal() {
     }
 }
 
-async fn reload_on_sighup(users: Arc<UserStore>) {
+/// SIGHUP re-reads users.toml and the TLS certificate; running sessions go on.
+async fn reload_on_sighup(users: Arc<UserStore>, tls: Option<Arc<Tls>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
@@ -193,6 +276,16 @@ async fn reload_on_sighup(users: Arc<UserStore>) {
                 err = &err as &dyn std::error::Error,
                 "SIGHUP: users.toml not reloaded"
             ),
+        }
+        if let Some(tls) = &tls {
+            match tls.reload() {
+                Ok(()) => {
+                    info!(fingerprint = %tls.fingerprint(), "SIGHUP: TLS certificate reloaded")
+                }
+                Err(err) => {
+                    warn!(%err, "SIGHUP: TLS certificate not reloaded, keeping the old one")
+                }
+            }
         }
     }
 }

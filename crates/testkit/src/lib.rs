@@ -167,7 +167,9 @@ fn spawn(data: &Path, listen: &[SocketAddr], configure: &[fn(&mut ServerConfig)]
         let listeners = runtime.block_on(async {
             listeners
                 .into_iter()
-                .map(|l| tokio::net::TcpListener::from_std(l).unwrap())
+                .map(|l| {
+                    ferry_server::Listener::plain(tokio::net::TcpListener::from_std(l).unwrap())
+                })
                 .collect()
         });
         runtime

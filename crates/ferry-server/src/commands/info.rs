@@ -24,7 +24,7 @@ const FEATURES: &[&str] = &[
 ];
 
 /// Every command the server knows, for HELP.
-const COMMANDS: &str = "ABOR ACCT ALLO APPE CDUP CWD DELE EPRT EPSV FEAT HASH HELP LIST MD5 MDTM MKD MLSD MLST MMD5 MODE NLST NOOP OPTS PASS PASV PORT PWD QUIT RANG REST RETR RMD RNFR RNTO SITE SIZE STAT STOR STOU STRU SYST TYPE USER XCRC XCUP XCWD XMD5 XMKD XPWD XRMD XSHA1 XSHA256 XSHA512";
+const COMMANDS: &str = "ABOR ACCT ALLO APPE AUTH CCC CDUP CWD DELE EPRT EPSV FEAT HASH HELP LIST MD5 MDTM MKD MLSD MLST MMD5 MODE NLST NOOP OPTS PASS PASV PBSZ PORT PROT PWD QUIT RANG REST RETR RMD RNFR RNTO SITE SIZE STAT STOR STOU STRU SYST TYPE USER XCRC XCUP XCWD XMD5 XMKD XPWD XRMD XSHA1 XSHA256 XSHA512";
 
 pub(super) async fn transfer_type(s: &mut Session, t: TransferType) -> io::Result<()> {
     s.transfer_type = t;
@@ -55,6 +55,10 @@ pub(super) async fn feat(s: &mut Session) -> io::Result<()> {
     let mut features: Vec<String> = FEATURES.iter().map(|f| f.to_string()).collect();
     features.push(s.mlst_facts.feat_line());
     features.extend(super::hash::feat_lines(s));
+    if s.tls.is_some() {
+        // RFC 4217 section 6: one AUTH line per mechanism, then PBSZ and PROT.
+        features.extend(["AUTH TLS", "AUTH SSL", "PBSZ", "PROT"].map(String::from));
+    }
     features.sort();
     let mut lines = vec!["Features:".to_string()];
     lines.extend(features);

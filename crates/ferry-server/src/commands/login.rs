@@ -17,6 +17,11 @@ pub(super) async fn user(s: &mut Session, name: String) -> io::Result<()> {
     if s.is_logged_in() {
         return s.reply(530, "Already logged in; cannot change user").await;
     }
+    if !s.control_is_tls() && (s.shared.config.require_tls || s.shared.users.requires_tls(&name)) {
+        return s
+            .reply(530, "TLS required: use AUTH TLS before logging in")
+            .await;
+    }
     s.login = Login::AwaitingPass(name);
     s.reply(331, "Password required").await
 }

@@ -6,6 +6,7 @@ mod hash;
 mod info;
 mod login;
 mod nav;
+mod security;
 mod transfer;
 
 use std::io;
@@ -42,8 +43,10 @@ pub(crate) async fn run(
         Command::Site(sub) => info::site(s, &sub).await?,
         Command::Stat(None) => info::status(s).await?,
         Command::Stat(Some(path)) => transfer::stat_path(s, &path).await?,
-        Command::Auth(_) => s.reply(502, "TLS is not available on this server").await?,
-        Command::Pbsz(_) | Command::Prot(_) => s.reply(503, "Use AUTH TLS first").await?,
+        Command::Auth(mechanism) => security::auth(s, &mechanism).await?,
+        Command::Pbsz(size) => security::pbsz(s, &size).await?,
+        Command::Prot(level) => security::prot(s, &level).await?,
+        Command::Ccc => security::ccc(s).await?,
         Command::Pwd => nav::pwd(s).await?,
         Command::Cwd(path) => nav::cwd(s, &path).await?,
         Command::Cdup => nav::cwd(s, "..").await?,

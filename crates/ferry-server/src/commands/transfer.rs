@@ -18,29 +18,52 @@ use crate::data::{
 use crate::listing::{ls_line, mlsx_line};
 use crate::session::{Session, Transfer, TransferError};
 use crate::storage::{DirEntry, UploadMode, VirtualPath};
+use crate::tls::{MaybeTls, Resumed, SessionTls};
 
 /// What a transfer future needs from the session, copied so the future borrows nothing.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct DataParams {
     peer: IpAddr,
     local: IpAddr,
     wait: Duration,
+    /// PROT P: the TLS side of this control connection, and whether the data connection must
+    /// resume its session.
+    tls: Option<(SessionTls, bool)>,
 }
 
 impl DataParams {
     fn of(s: &Session) -> Self {
+        let require_reuse = s.shared.config.require_tls_reuse;
         DataParams {
             peer: s.peer.ip(),
             local: s.local.ip(),
             wait: s.shared.config.data_timeout,
+            tls: s
+                .tls
+                .clone()
+                .filter(|_| s.protect_data)
+                .map(|tls| (tls, require_reuse)),
         }
     }
 
-    async fn connect(self, channel: DataChannel) -> Result<tokio::net::TcpStream, TransferError> {
-        channel
+    /// Establishes the data connection, with TLS under PROT P.
+    async fn connect(self, channel: DataChannel) -> Result<MaybeTls, TransferError> {
+        let tcp = channel
             .connect(self.peer, self.local, self.wait)
             .await
-            .map_err(TransferError::Connect)
+            .map_err(TransferError::Connect)?;
+        let Some((tls, require_reuse)) = self.tls else {
+            return Ok(MaybeTls::Plain(tcp));
+        };
+        let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out");
+        let (stream, Resumed(resumed)) = tokio::time::timeout(self.wait, tls.accept(tcp))
+            .await
+            .map_err(|_| TransferError::Connect(timed_out()))?
+            .map_err(TransferError::Connect)?;
+        if require_reuse && !resumed {
+            return Err(TransferError::TlsNotResumed);
+        }
+        Ok(stream)
     }
 }
 
@@ -112,6 +135,15 @@ async fn take_channel(s: &mut Session) -> io::Result<Option<DataChannel>> {
     let channel = s.data.take();
     if channel.is_none() {
         s.reply(425, "Use PASV, EPSV, PORT or EPRT first").await?;
+        return Ok(None);
+    }
+    if s.tls_required() && !s.protect_data {
+        s.reply(
+            521,
+            "Data connections must be protected: use PBSZ 0 and PROT P",
+        )
+        .await?;
+        return Ok(None);
     }
     Ok(channel)
 }
@@ -284,6 +316,14 @@ async fn finish(
         Transfer::Finished(Err(TransferError::Storage(err))) => {
             warn!(%user, %peer, verb, %path, %err, "transfer failed: storage");
             s.storage_error(err).await
+        }
+        Transfer::Finished(Err(TransferError::TlsNotResumed)) => {
+            warn!(%user, %peer, verb, %path, "data connection did not resume the TLS session");
+            s.reply(
+                522,
+                "Data connection must resume the control connection's TLS session",
+            )
+            .await
         }
         Transfer::Finished(Err(TransferError::Connect(err))) => {
             warn!(%user, %peer, verb, %path, %err, "transfer failed: no data connection");
