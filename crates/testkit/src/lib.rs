@@ -48,9 +48,34 @@ pub struct Builder {
     users: Vec<TestUser>,
     listen: Vec<SocketAddr>,
     configure: Vec<fn(&mut ServerConfig)>,
+    tls: Tls,
+}
+
+/// How a test server offers TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    /// Plain FTP only.
+    Off,
+    /// AUTH TLS on the plain listeners, with a certificate generated in DATA/tls/.
+    Explicit,
+    /// AUTH TLS, plus an implicit FTPS listener on 127.0.0.1:0.
+    ExplicitAndImplicit,
 }
 
 impl Builder {
+    /// Offers AUTH TLS with a self-signed certificate generated in DATA/tls/ (see
+    /// [`TestServer::cert_path`]).
+    pub fn tls(mut self) -> Self {
+        self.tls = self.tls.max_explicit();
+        self
+    }
+
+    /// Also listens for implicit FTPS on 127.0.0.1:0 (see [`TestServer::implicit_addr`]).
+    pub fn implicit_tls(mut self) -> Self {
+        self.tls = Tls::ExplicitAndImplicit;
+        self
+    }
+
     /// Adds a read-write user.
     pub fn user(self, name: &str, password: &str) -> Self {
         self.add(name, password, false, (None, None))
@@ -117,8 +142,9 @@ impl Builder {
         } else {
             self.listen
         };
-        let running = spawn(data.path(), &listen, &self.configure);
+        let running = spawn(data.path(), &listen, &self.configure, self.tls);
         TestServer {
+            tls: self.tls,
             addrs: running.addrs,
             data,
             users: self.users,
@@ -126,6 +152,16 @@ impl Builder {
             configure: self.configure,
             stop: Some(running.stop),
             thread: Some(running.thread),
+        }
+    }
+}
+
+impl Tls {
+    fn max_explicit(self) -> Tls {
+        if self == Tls::Off {
+            Tls::Explicit
+        } else {
+            self
         }
     }
 }
@@ -138,11 +174,20 @@ struct Running {
 }
 
 /// Starts a server on `data` on its own thread and runtime.
-fn spawn(data: &Path, listen: &[SocketAddr], configure: &[fn(&mut ServerConfig)]) -> Running {
+fn spawn(
+    data: &Path,
+    listen: &[SocketAddr],
+    configure: &[fn(&mut ServerConfig)],
+    tls: Tls,
+) -> Running {
     let mut config = ServerConfig::new(data);
     config.login_fail_delay = Duration::from_millis(50);
     config.data_timeout = Duration::from_secs(10);
     config.shutdown_grace = Duration::from_secs(2);
+    if tls != Tls::Off {
+        let source = ferry_server::tls::CertSource::generated_in(data);
+        config.tls = Some(Arc::new(ferry_server::tls::Tls::load(source).unwrap()));
+    }
     for f in configure {
         f(&mut config);
     }
@@ -156,7 +201,13 @@ fn spawn(data: &Path, listen: &[SocketAddr], configure: &[fn(&mut ServerConfig)]
             listener
         })
         .collect();
-    let addrs = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let mut addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let implicit = (tls == Tls::ExplicitAndImplicit).then(|| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        addrs.push(listener.local_addr().unwrap());
+        listener
+    });
     let (stop, stopped) = oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -165,12 +216,18 @@ fn spawn(data: &Path, listen: &[SocketAddr], configure: &[fn(&mut ServerConfig)]
             .build()
             .unwrap();
         let listeners = runtime.block_on(async {
-            listeners
+            let mut all: Vec<_> = listeners
                 .into_iter()
                 .map(|l| {
                     ferry_server::Listener::plain(tokio::net::TcpListener::from_std(l).unwrap())
                 })
-                .collect()
+                .collect();
+            if let Some(l) = implicit {
+                all.push(ferry_server::Listener::implicit_tls(
+                    tokio::net::TcpListener::from_std(l).unwrap(),
+                ));
+            }
+            all
         });
         runtime
             .block_on(ferry_server::run(listeners, config, store, async {
@@ -188,7 +245,8 @@ fn spawn(data: &Path, listen: &[SocketAddr], configure: &[fn(&mut ServerConfig)]
 /// A running server; stopped and its data directory removed on drop.
 #[derive(Debug)]
 pub struct TestServer {
-    /// Where it listens, in the order given (the first is 127.0.0.1 by default).
+    /// Where it listens, in the order given (the first is 127.0.0.1 by default); the implicit
+    /// FTPS address, if any, is last.
     pub addrs: Vec<SocketAddr>,
     /// The data directory (users.toml, home/<user>/).
     pub data: TempDir,
@@ -198,6 +256,8 @@ pub struct TestServer {
     listen: Vec<SocketAddr>,
     /// Kept to restart with the same settings.
     configure: Vec<fn(&mut ServerConfig)>,
+    /// Kept to restart with the same TLS setup.
+    tls: Tls,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -219,12 +279,28 @@ impl TestServer {
             users: Vec::new(),
             listen: Vec::new(),
             configure: Vec::new(),
+            tls: Tls::Off,
         }
     }
 
     /// The first listening address.
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0]
+    }
+
+    /// The implicit FTPS address (servers built with `implicit_tls()`).
+    pub fn implicit_addr(&self) -> SocketAddr {
+        assert_eq!(
+            self.tls,
+            Tls::ExplicitAndImplicit,
+            "server built without implicit_tls()"
+        );
+        *self.addrs.last().unwrap()
+    }
+
+    /// The self-signed certificate (servers built with `tls()`), to pin as a CA in clients.
+    pub fn cert_path(&self) -> PathBuf {
+        self.data.path().join("tls").join("cert.pem")
     }
 
     /// A user's home directory on disk.
@@ -246,7 +322,7 @@ impl TestServer {
     /// `addrs` is updated), as an operator's restart would.
     pub fn restart(&mut self) {
         self.stop();
-        let running = spawn(self.data.path(), &self.listen, &self.configure);
+        let running = spawn(self.data.path(), &self.listen, &self.configure, self.tls);
         self.addrs = running.addrs;
         self.stop = Some(running.stop);
         self.thread = Some(running.thread);
