@@ -479,8 +479,8 @@ fn parse_rang(arg: &str) -> Result<Command, ParseError> {
 /// the end only when both are numbers.
 fn x_hash(algorithm: HashAlgorithm, arg: &str) -> Result<Command, ParseError> {
     let words: Vec<&str> = arg.rsplitn(3, ' ').collect();
-    if let [end, start, name] = words[..] {
-        if let (Ok(start), Ok(end)) = (parse_offset(start), parse_offset(end)) {
+    if let [end, start, name] = words[..]
+        && let (Ok(start), Ok(end)) = (parse_offset(start), parse_offset(end)) {
             if start > end {
                 return Err(ParseError::BadArgument(
                     "start offset is beyond the end offset",
@@ -492,7 +492,6 @@ fn x_hash(algorithm: HashAlgorithm, arg: &str) -> Result<Command, ParseError> {
                 range: Some((start, end)),
             });
         }
-    }
     Ok(Command::XHash {
         algorithm,
         path: path(arg)?,

@@ -223,11 +223,10 @@ impl UserQuota {
 
     fn try_reserve_file(&self) -> Result<(), QuotaExceeded> {
         let mut state = self.lock();
-        if let Some(limit) = state.limits.files {
-            if state.used.files + state.reserved_files >= limit {
+        if let Some(limit) = state.limits.files
+            && state.used.files + state.reserved_files >= limit {
                 return Err(QuotaExceeded::Files { limit });
             }
-        }
         state.reserved_files += 1;
         Ok(())
     }

@@ -10,6 +10,8 @@ mod ftplib;
 mod jail;
 mod lftp;
 mod protocol;
+mod quota;
 mod raw;
+mod resume;
 mod smoke;
 mod user_cli;
