@@ -480,18 +480,19 @@ fn parse_rang(arg: &str) -> Result<Command, ParseError> {
 fn x_hash(algorithm: HashAlgorithm, arg: &str) -> Result<Command, ParseError> {
     let words: Vec<&str> = arg.rsplitn(3, ' ').collect();
     if let [end, start, name] = words[..]
-        && let (Ok(start), Ok(end)) = (parse_offset(start), parse_offset(end)) {
-            if start > end {
-                return Err(ParseError::BadArgument(
-                    "start offset is beyond the end offset",
-                ));
-            }
-            return Ok(Command::XHash {
-                algorithm,
-                path: path(name)?,
-                range: Some((start, end)),
-            });
+        && let (Ok(start), Ok(end)) = (parse_offset(start), parse_offset(end))
+    {
+        if start > end {
+            return Err(ParseError::BadArgument(
+                "start offset is beyond the end offset",
+            ));
         }
+        return Ok(Command::XHash {
+            algorithm,
+            path: path(name)?,
+            range: Some((start, end)),
+        });
+    }
     Ok(Command::XHash {
         algorithm,
         path: path(arg)?,

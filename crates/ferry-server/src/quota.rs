@@ -224,9 +224,10 @@ impl UserQuota {
     fn try_reserve_file(&self) -> Result<(), QuotaExceeded> {
         let mut state = self.lock();
         if let Some(limit) = state.limits.files
-            && state.used.files + state.reserved_files >= limit {
-                return Err(QuotaExceeded::Files { limit });
-            }
+            && state.used.files + state.reserved_files >= limit
+        {
+            return Err(QuotaExceeded::Files { limit });
+        }
         state.reserved_files += 1;
         Ok(())
     }

@@ -407,11 +407,12 @@ pub(super) async fn nlst(s: &mut Session, arg: Option<&str>) -> io::Result<()> {
 /// MLSD lists a directory only; on a file it is 501 (RFC 3659 section 7.2).
 pub(super) async fn mlsd(s: &mut Session, arg: Option<&str>) -> io::Result<()> {
     if let (Some(a), Some(storage)) = (arg, s.storage())
-        && matches!(storage.metadata(&s.resolve(a)).await, Ok(meta) if !meta.is_dir) {
-            return s
-                .reply(501, "MLSD needs a directory; use MLST for a file")
-                .await;
-        }
+        && matches!(storage.metadata(&s.resolve(a)).await, Ok(meta) if !meta.is_dir)
+    {
+        return s
+            .reply(501, "MLSD needs a directory; use MLST for a file")
+            .await;
+    }
     let Some((path, list)) = entries(s, arg).await? else {
         return Ok(());
     };

@@ -277,9 +277,10 @@ impl Upload for FsUpload {
         // Bytes accepted in place are kept for a resume, so they must reach the file; Drop
         // does the rest of the clean-up, the same whether or not abort was called.
         if matches!(self.target, Target::InPlace { .. })
-            && let Err(err) = self.file.flush().await {
-                tracing::warn!(%err, "could not flush an aborted upload");
-            }
+            && let Err(err) = self.file.flush().await
+        {
+            tracing::warn!(%err, "could not flush an aborted upload");
+        }
     }
 }
 
@@ -297,9 +298,10 @@ impl Drop for FsUpload {
             Target::InPlace { .. } => None,
         };
         if let Some(path) = leftover
-            && let Err(err) = self.home.remove_file(path) {
-                tracing::warn!(%err, path, "could not remove an aborted upload");
-            }
+            && let Err(err) = self.home.remove_file(path)
+        {
+            tracing::warn!(%err, path, "could not remove an aborted upload");
+        }
     }
 }
 
