@@ -196,6 +196,21 @@ struct State {
 }
 
 impl UserQuota {
+    /// Accounting persisted in `file`, starting from `used` with nothing reserved.
+    fn new(file: PathBuf, limits: Limits, used: Usage) -> Self {
+        let state = State {
+            limits,
+            used,
+            reserved_bytes: 0,
+            reserved_files: 0,
+            written: None,
+        };
+        UserQuota {
+            file,
+            state: Mutex::new(state),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -357,16 +372,7 @@ impl QuotaRegistry {
                 used
             }
         };
-        let quota = Arc::new(UserQuota {
-            file,
-            state: Mutex::new(State {
-                limits,
-                used,
-                reserved_bytes: 0,
-                reserved_files: 0,
-                written: None,
-            }),
-        });
+        let quota = Arc::new(UserQuota::new(file, limits, used));
         quota.persist(used);
         let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(Arc::clone(users.entry(name.to_string()).or_insert(quota)))
@@ -689,16 +695,7 @@ mod tests {
     fn quota(limits: Limits, used: Usage) -> UserQuota {
         let file =
             std::env::temp_dir().join(format!("ferry-quota-test-{}.toml", rand::random::<u64>()));
-        UserQuota {
-            file,
-            state: Mutex::new(State {
-                limits,
-                used,
-                reserved_bytes: 0,
-                reserved_files: 0,
-                written: None,
-            }),
-        }
+        UserQuota::new(file, limits, used)
     }
 
     #[test]
