@@ -227,7 +227,7 @@ async fn serve(
         (Some(acceptor), true) => {
             let wait = shared.config.idle_timeout;
             match tokio::time::timeout(wait, acceptor.accept(stream)).await {
-                Ok(Ok((tls, _))) => tls,
+                Ok(Ok(tls)) => tls,
                 Ok(Err(err)) => return warn!(%peer, %err, "implicit TLS handshake failed"),
                 Err(_) => return warn!(%peer, "implicit TLS handshake timed out"),
             }

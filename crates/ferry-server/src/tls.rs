@@ -159,18 +159,38 @@ impl Tls {
         &self.source.cert
     }
 
-    /// An acceptor for one control connection and its data connections, with a session store
-    /// of their own (see the module docs).
+    /// The TLS side of one control connection and its data connections, with a session
+    /// store of their own (see the module docs).
     pub fn session_acceptor(&self) -> SessionTls {
-        let mut config = self.base.clone();
-        config.session_storage = Arc::new(SessionStore::default());
-        SessionTls(TlsAcceptor::from(Arc::new(config)))
+        let store = Arc::new(SessionStore::default());
+        let mut control = self.base.clone();
+        control.session_storage = Arc::clone(&store) as Arc<dyn StoresServerSessions>;
+        // Clients spend one TLS 1.3 ticket per data connection (rustls keeps up to 8); the
+        // control connection hands out that many, downloads add more.
+        control.send_tls13_tickets = CONTROL_TICKETS;
+        SessionTls {
+            control: TlsAcceptor::from(Arc::new(control)),
+            data: Arc::new(self.base.clone()),
+            store,
+        }
     }
 }
 
+/// TLS 1.3 tickets sent on a control connection.
+const CONTROL_TICKETS: usize = 8;
+/// TLS 1.3 tickets sent on a download's data connection (the client reads it to the end).
+const DOWNLOAD_TICKETS: usize = 2;
+
 /// The TLS side of one control connection and its data connections.
 #[derive(Clone)]
-pub struct SessionTls(TlsAcceptor);
+pub struct SessionTls {
+    /// Handshakes of the control connection.
+    control: TlsAcceptor,
+    /// Settings data connections are cloned from.
+    data: Arc<ServerConfig>,
+    /// Sessions of this control connection, the only ones a data connection may resume.
+    store: Arc<SessionStore>,
+}
 
 impl fmt::Debug for SessionTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -178,13 +198,47 @@ impl fmt::Debug for SessionTls {
     }
 }
 
+/// Which way a data connection carries the file; it decides whether tickets are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// RETR and listings: the client reads the connection to its end.
+    Download,
+    /// STOR, APPE, STOU: the client only writes. Tickets sent to it would sit unread, and a
+    /// socket closed with unread data is reset, which can cut off the end of the upload; so
+    /// none are sent.
+    Upload,
+}
+
 impl SessionTls {
-    /// Server-side handshake on `stream`; `Resumed` tells whether it resumed one of this
-    /// control connection's sessions.
-    pub async fn accept(&self, stream: TcpStream) -> std::io::Result<(MaybeTls, Resumed)> {
-        let tls = self.0.accept(stream).await?;
-        let resumed = Resumed(tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed));
-        Ok((MaybeTls::Tls(Box::new(tls)), resumed))
+    /// The control connection's handshake (AUTH TLS or implicit FTPS).
+    pub async fn accept(&self, stream: TcpStream) -> std::io::Result<MaybeTls> {
+        Ok(MaybeTls::Tls(Box::new(self.control.accept(stream).await?)))
+    }
+
+    /// A data connection's handshake. Sessions it creates join this control connection's
+    /// store only if it resumed one of them: a data connection taken over by someone else
+    /// does a full handshake, and the tickets it was given must not open the next one.
+    pub async fn accept_data(
+        &self,
+        stream: TcpStream,
+        direction: Direction,
+    ) -> std::io::Result<(MaybeTls, Resumed)> {
+        let pending = Arc::new(PendingSessions {
+            shared: Arc::clone(&self.store),
+            new: Mutex::default(),
+        });
+        let mut config = (*self.data).clone();
+        config.session_storage = Arc::clone(&pending) as Arc<dyn StoresServerSessions>;
+        config.send_tls13_tickets = match direction {
+            Direction::Download => DOWNLOAD_TICKETS,
+            Direction::Upload => 0,
+        };
+        let tls = TlsAcceptor::from(Arc::new(config)).accept(stream).await?;
+        let resumed = tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
+        if resumed {
+            pending.keep();
+        }
+        Ok((MaybeTls::Tls(Box::new(tls)), Resumed(resumed)))
     }
 }
 
@@ -345,6 +399,45 @@ impl StoresServerSessions for SessionStore {
 
     fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
         self.get(key)
+    }
+
+    fn can_cache(&self) -> bool {
+        true
+    }
+}
+
+/// A data connection's view of the control connection's store: it may resume what is there;
+/// what it adds waits in `new` until the handshake has proved it belongs (`keep`).
+#[derive(Debug)]
+struct PendingSessions {
+    shared: Arc<SessionStore>,
+    new: Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl PendingSessions {
+    fn keep(&self) {
+        let new = std::mem::take(&mut *self.new.lock().unwrap_or_else(PoisonError::into_inner));
+        for (key, value) in new {
+            self.shared.put(key, value);
+        }
+    }
+}
+
+impl StoresServerSessions for PendingSessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.new
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((key, value));
+        true
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.shared.get(key)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.shared.take(key)
     }
 
     fn can_cache(&self) -> bool {

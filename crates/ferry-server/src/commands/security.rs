@@ -43,7 +43,7 @@ pub(super) async fn auth(s: &mut Session, mechanism: &str) -> io::Result<()> {
     };
     let wait = s.shared.config.idle_timeout;
     match tokio::time::timeout(wait, tls.accept(tcp)).await {
-        Ok(Ok((stream, _))) => {
+        Ok(Ok(stream)) => {
             *s.control.get_mut() = stream;
             s.protect_data = protect_data;
             info!(peer = %s.peer, "control connection upgraded to TLS");

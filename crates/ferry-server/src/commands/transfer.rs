@@ -18,7 +18,7 @@ use crate::data::{
 use crate::listing::{ls_line, mlsx_line};
 use crate::session::{Session, Transfer, TransferError};
 use crate::storage::{DirEntry, UploadMode, VirtualPath};
-use crate::tls::{MaybeTls, Resumed, SessionTls};
+use crate::tls::{Direction, MaybeTls, Resumed, SessionTls};
 
 /// What a transfer future needs from the session, copied so the future borrows nothing.
 #[derive(Debug, Clone)]
@@ -47,7 +47,11 @@ impl DataParams {
     }
 
     /// Establishes the data connection, with TLS under PROT P.
-    async fn connect(self, channel: DataChannel) -> Result<MaybeTls, TransferError> {
+    async fn connect(
+        self,
+        channel: DataChannel,
+        direction: Direction,
+    ) -> Result<MaybeTls, TransferError> {
         let tcp = channel
             .connect(self.peer, self.local, self.wait)
             .await
@@ -56,10 +60,11 @@ impl DataParams {
             return Ok(MaybeTls::Plain(tcp));
         };
         let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out");
-        let (stream, Resumed(resumed)) = tokio::time::timeout(self.wait, tls.accept(tcp))
-            .await
-            .map_err(|_| TransferError::Connect(timed_out()))?
-            .map_err(TransferError::Connect)?;
+        let (stream, Resumed(resumed)) =
+            tokio::time::timeout(self.wait, tls.accept_data(tcp, direction))
+                .await
+                .map_err(|_| TransferError::Connect(timed_out()))?
+                .map_err(TransferError::Connect)?;
         if require_reuse && !resumed {
             return Err(TransferError::TlsNotResumed);
         }
@@ -185,7 +190,7 @@ pub(super) async fn retr(s: &mut Session, arg: &str) -> io::Result<()> {
     let outcome = s
         .run_transfer(|cancel| {
             until_aborted(cancel, async move {
-                let mut stream = params.connect(channel).await?;
+                let mut stream = params.connect(channel, Direction::Download).await?;
                 let n = copy(&mut reader, &mut stream, convert, stall)
                     .await
                     .map_err(|err| match err {
@@ -255,13 +260,17 @@ async fn upload(
     let outcome = s
         .run_transfer(|cancel| async move {
             let received = until_aborted(cancel, async {
-                let mut stream = params.connect(channel).await?;
-                copy(&mut stream, &mut *upload, convert, stall)
+                let mut stream = params.connect(channel, Direction::Upload).await?;
+                let n = copy(&mut stream, &mut *upload, convert, stall)
                     .await
                     .map_err(|err| match err {
                         CopyError::Read(err) => TransferError::Data(err),
                         CopyError::Write(err) => TransferError::Storage(err.into()),
-                    })
+                    })?;
+                // Answer the client's close_notify with ours (RFC 8446 6.1); the file is
+                // complete either way, so a client already gone does not fail the upload.
+                let _ = tokio::time::timeout(stall, stream.shutdown()).await;
+                Ok(n)
             })
             .await;
             match received {
@@ -455,7 +464,7 @@ async fn send_listing(
     let outcome = s
         .run_transfer(|cancel| {
             until_aborted(cancel, async move {
-                let mut stream = params.connect(channel).await?;
+                let mut stream = params.connect(channel, Direction::Download).await?;
                 stream.write_all(&body).await?;
                 stream.shutdown().await?;
                 Ok(body.len() as u64)

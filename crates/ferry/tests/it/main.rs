@@ -7,6 +7,7 @@ mod checksum;
 mod concurrency;
 mod curl;
 mod ftplib;
+mod ftps;
 mod jail;
 mod lftp;
 mod protocol;
