@@ -3,10 +3,13 @@
 //! client share it, and the fuzzer drives it directly.
 
 pub mod ascii;
+pub mod client_codec;
 pub mod codec;
 pub mod command;
+pub mod digest;
 pub mod reply;
 
+pub use client_codec::ClientCodec;
 pub use codec::{ControlCodec, LineError, MAX_LINE_LEN};
 pub use command::{Command, EpsvArg, HashAlgorithm, ParseError, Password, TransferType};
 pub use reply::Reply;

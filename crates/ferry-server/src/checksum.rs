@@ -9,57 +9,14 @@
 use std::io;
 
 use ferry_proto::HashAlgorithm;
-use md5::Md5;
-use sha1::Sha1;
-use sha2::{Digest, Sha256, Sha512};
+use ferry_proto::digest::Hasher;
+#[cfg(test)]
+use ferry_proto::digest::hex;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Bytes read and hashed per step: large enough that the per-chunk hand-off to the blocking
 /// pool costs nothing measurable, small enough that two buffers per HASH stay cheap.
 pub(crate) const CHUNK: usize = 1 << 20;
-
-/// A running digest of one algorithm.
-#[derive(Debug)]
-enum Hasher {
-    Sha256(Sha256),
-    Sha512(Sha512),
-    Sha1(Sha1),
-    Md5(Md5),
-    Crc32(crc32fast::Hasher),
-}
-
-impl Hasher {
-    fn new(algorithm: HashAlgorithm) -> Self {
-        match algorithm {
-            HashAlgorithm::Sha256 => Hasher::Sha256(Sha256::new()),
-            HashAlgorithm::Sha512 => Hasher::Sha512(Sha512::new()),
-            HashAlgorithm::Sha1 => Hasher::Sha1(Sha1::new()),
-            HashAlgorithm::Md5 => Hasher::Md5(Md5::new()),
-            HashAlgorithm::Crc32 => Hasher::Crc32(crc32fast::Hasher::new()),
-        }
-    }
-
-    fn update(&mut self, bytes: &[u8]) {
-        match self {
-            Hasher::Sha256(h) => h.update(bytes),
-            Hasher::Sha512(h) => h.update(bytes),
-            Hasher::Sha1(h) => h.update(bytes),
-            Hasher::Md5(h) => h.update(bytes),
-            Hasher::Crc32(h) => h.update(bytes),
-        }
-    }
-
-    /// The digest bytes; CRC-32 as its four big-endian bytes, so it prints as 8 hex digits.
-    fn finish(self) -> Vec<u8> {
-        match self {
-            Hasher::Sha256(h) => h.finalize().to_vec(),
-            Hasher::Sha512(h) => h.finalize().to_vec(),
-            Hasher::Sha1(h) => h.finalize().to_vec(),
-            Hasher::Md5(h) => h.finalize().to_vec(),
-            Hasher::Crc32(h) => h.finalize().to_be_bytes().to_vec(),
-        }
-    }
-}
 
 /// Digests exactly `len` bytes from `reader`. A reader that ends early (the file shrank while
 /// it was hashed) is an `UnexpectedEof` error; bytes past `len` are never read.
@@ -109,17 +66,6 @@ where
         })?;
     *remaining -= want as u64;
     Ok(want)
-}
-
-/// Lowercase hexadecimal, two digits per byte.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    out
 }
 
 #[cfg(test)]

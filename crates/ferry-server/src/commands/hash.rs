@@ -168,7 +168,7 @@ pub(super) async fn hash(s: &mut Session, arg: &str) -> io::Result<()> {
                 algorithm.name(),
                 extent.start,
                 extent.last(),
-                checksum::hex(&digest)
+                ferry_proto::digest::hex(&digest)
             );
             s.reply(213, text).await
         }
@@ -285,7 +285,7 @@ async fn refuse(
 
 /// Uppercase hexadecimal, as mod_digest's X* replies and draft-twine's MD5 replies print it.
 fn upper_hex(digest: &[u8]) -> String {
-    checksum::hex(digest).to_ascii_uppercase()
+    ferry_proto::digest::hex(digest).to_ascii_uppercase()
 }
 
 /// The legacy commands' documentation shows names in double quotes (GlobalSCAPE's XCRC,
