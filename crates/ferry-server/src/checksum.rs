@@ -73,6 +73,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use md5::Md5;
+    use sha2::{Digest, Sha256};
 
     async fn digest_hex(data: &[u8], algorithm: HashAlgorithm) -> String {
         hex(&digest(data, data.len() as u64, algorithm).await.unwrap())
