@@ -1,5 +1,6 @@
 //! The `ferry` binary: parse arguments, resolve them into a config, run.
 
+mod remote;
 mod serve;
 mod user;
 
@@ -22,6 +23,8 @@ enum Command {
     /// Manage the accounts in DATA/users.toml.
     #[command(subcommand)]
     User(user::UserCommand),
+    #[command(flatten)]
+    Remote(remote::RemoteCommand),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::User(cmd) => user::run(cmd),
+        Command::Remote(cmd) => remote::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
