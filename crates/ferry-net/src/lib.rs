@@ -1,0 +1,6 @@
+//! The socket basics as a library: message framing so a byte stream carries whole messages
+//! ("sticky packets" solved with a length prefix, a JSON header and a body), and an HMAC
+//! challenge-response that proves a peer holds a shared key without sending it.
+
+pub mod frame;
+pub mod handshake;
