@@ -28,7 +28,7 @@ const COPY_BUFFER: usize = 256 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The network or a local file failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
     /// TLS could not be set up.
     #[error(transparent)]
@@ -103,6 +103,28 @@ impl Features {
             .flat_map(|list| list.split(';'))
             .filter_map(|name| HashAlgorithm::from_name(name.trim().trim_end_matches('*')))
             .collect()
+    }
+
+    /// The `OPTS MLST` line that turns on the type, size and modify facts when the server
+    /// offers one of them without sending it by default (RFC 3659 section 7.9); the facts it
+    /// already sends stay on. Mirroring compares sizes and times, so it needs all three.
+    fn mlst_selection(&self) -> Option<String> {
+        let wanted = ["type", "size", "modify"];
+        let facts = self.lines.iter().find_map(|l| {
+            let (verb, rest) = l.split_once(' ')?;
+            verb.eq_ignore_ascii_case("MLST").then_some(rest)
+        })?;
+        let facts: Vec<&str> = facts.split(';').map(str::trim).collect();
+        let is_wanted = |name: &str| wanted.iter().any(|w| name.eq_ignore_ascii_case(w));
+        if !facts.iter().any(|f| is_wanted(f)) {
+            return None;
+        }
+        let selection: String = facts
+            .iter()
+            .filter(|f| f.ends_with('*') || is_wanted(f))
+            .map(|f| format!("{};", f.trim_end_matches('*')))
+            .collect();
+        Some(format!("OPTS MLST {selection}"))
     }
 }
 
@@ -249,6 +271,10 @@ impl Client {
             self.features = Features {
                 lines: feat.lines.iter().map(|l| l.trim().to_string()).collect(),
             };
+        }
+        if let Some(line) = self.features.mlst_selection() {
+            // Without the facts listings are still usable, only less exact.
+            let _ = self.command(&line).await?;
         }
         if self.features.has("UTF8") {
             let _ = self.command("OPTS UTF8 ON").await?;
@@ -426,6 +452,63 @@ impl Client {
             self.expect(&format!("REST {offset}"), |c| c == 350).await?;
         }
         self.download(&format!("RETR {path}"), sink, progress).await
+    }
+
+    /// REST `offset` + RETR `path`, reading exactly `len` bytes into `sink`, then stops the
+    /// transfer (drops the data connection, sends ABOR, reads both final replies) so the
+    /// session stays usable for the next command. Fewer than `len` bytes is an error.
+    pub async fn retr_range(
+        &mut self,
+        path: &str,
+        offset: u64,
+        len: u64,
+        sink: &mut (dyn AsyncWrite + Unpin + Send),
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64, ClientError> {
+        if len == 0 {
+            return Ok(0);
+        }
+        if offset > 0 {
+            self.expect(&format!("REST {offset}"), |c| c == 350).await?;
+        }
+        let command = format!("RETR {path}");
+        let mut data = self.start_transfer(&command).await?;
+        let mut range = (&mut data).take(len);
+        let received = copy(&mut range, sink, self.options.timeout, progress).await;
+        drop(data);
+        match received {
+            Ok(n) if n == len => {
+                self.abort_transfer().await?;
+                sink.flush().await?;
+                Ok(n)
+            }
+            Ok(n) => {
+                // The server ended the data itself, so only its final reply follows.
+                let reply = self.read_final().await?;
+                finished(&command, reply)?;
+                Err(ClientError::Protocol(format!(
+                    "{path}: {n} of {len} bytes from offset {offset}: the file is shorter"
+                )))
+            }
+            Err(err) => {
+                // Our side stopped (stall, local write error): the server may still be
+                // sending, and the session is only in step again after ABOR.
+                let _ = self.abort_transfer().await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Sends ABOR for a download whose data connection we closed and reads the two final
+    /// replies that follow: the transfer's (226 if it had already finished, 426 if cut short)
+    /// and the ABOR's (225 or 226). Servers differ in which comes first, and either outcome
+    /// is fine since the bytes wanted have arrived, so both are read whatever their order.
+    async fn abort_transfer(&mut self) -> Result<(), ClientError> {
+        within(self.options.timeout, self.control.send("ABOR")).await??;
+        let first = self.read_final().await?;
+        let second = self.read_final().await?;
+        tracing::debug!(%first, %second, "transfer stopped with ABOR");
+        Ok(())
     }
 
     /// STOR/APPE `path` from `source`.
@@ -796,5 +879,22 @@ mod tests {
         );
         assert!(f.has("mlst"));
         assert!(!f.has("EPSV"));
+    }
+
+    #[test]
+    fn mlst_options_turn_on_offered_facts_that_are_off() {
+        let feat = |line: &str| Features {
+            lines: vec![line.to_string()],
+        };
+        assert_eq!(
+            feat("MLST type*;size*;modify;perm*;unique;").mlst_selection(),
+            Some("OPTS MLST type;size;modify;perm;".into())
+        );
+        assert_eq!(
+            feat("MLST type*;size*;modify*;perm;").mlst_selection(),
+            None
+        );
+        assert_eq!(feat("MLST type*;perm*;").mlst_selection(), None);
+        assert_eq!(feat("SIZE").mlst_selection(), None);
     }
 }

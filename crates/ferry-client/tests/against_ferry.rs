@@ -140,3 +140,41 @@ async fn resume_both_ways_and_refusals_carry_the_reply() {
         .unwrap_err();
     assert_eq!(bad.reply_code(), Some(530));
 }
+
+#[tokio::test]
+async fn byte_ranges_stop_with_abor_and_leave_the_session_usable() {
+    let server = TestServer::builder()
+        .user("alice", "alice-pw")
+        .tls()
+        .start();
+    let data = random_bytes(8 << 20, 3);
+    std::fs::write(server.home("alice").join("big"), &data).unwrap();
+    for url in [
+        format!("ftp://{}/", server.addr()),
+        format!("ftpes://{}/", server.addr()),
+    ] {
+        let endpoint = Endpoint::parse(&url, false).unwrap();
+        let mut client = Client::connect(&endpoint, "alice", "alice-pw", &options(&server))
+            .await
+            .unwrap();
+        for (offset, len) in [(0, 1 << 20), (3 << 20, 1_000_001), ((8 << 20) - 10, 10)] {
+            let mut range = Vec::new();
+            let n = client
+                .retr_range("big", offset, len, &mut range, &mut |_| {})
+                .await
+                .unwrap();
+            assert_eq!(n, len, "{url}");
+            let (start, end) = (offset as usize, (offset + len) as usize);
+            assert_eq!(range, &data[start..end], "{url} {offset}+{len}");
+            assert_eq!(client.command("NOOP").await.unwrap().code, 200, "{url}");
+        }
+        let err = client
+            .retr_range("big", (8 << 20) - 10, 11, &mut Vec::new(), &mut |_| {})
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("shorter"), "{err}");
+        assert_eq!(client.command("NOOP").await.unwrap().code, 200, "{url}");
+        assert_eq!(client.size("big").await.unwrap(), Some(8 << 20));
+        client.quit().await.unwrap();
+    }
+}

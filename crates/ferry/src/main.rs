@@ -1,5 +1,6 @@
 //! The `ferry` binary: parse arguments, resolve them into a config, run.
 
+mod echo;
 mod remote;
 mod serve;
 mod user;
@@ -23,6 +24,9 @@ enum Command {
     /// Manage the accounts in DATA/users.toml.
     #[command(subcommand)]
     User(user::UserCommand),
+    /// Echo, upper-case and greeting services over TCP and UDP, and their client.
+    #[command(subcommand)]
+    Echo(echo::EchoCommand),
     #[command(flatten)]
     Remote(remote::RemoteCommand),
 }
@@ -32,13 +36,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::User(cmd) => user::run(cmd),
+        Command::Echo(cmd) => echo::run(cmd),
         Command::Remote(cmd) => remote::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("ferry: {err:#}");
-            ExitCode::from(1)
+            // A URL that does not parse is a usage error, like a bad flag (DESIGN: exit 2).
+            let usage = err.chain().any(|e| e.is::<ferry_client::url::UrlError>());
+            ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }

@@ -222,6 +222,11 @@ async fn serve(
     config: ServerConfig,
     users: Arc<UserStore>,
 ) -> anyhow::Result<()> {
+    // Signal handlers go in before the addresses are announced: a SIGTERM sent as soon as a
+    // supervisor (or a test) sees the address must stop the server gracefully, not kill it.
+    let shutdown = shutdown_signal()?;
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot watch SIGHUP")?;
     let mut listeners = Vec::new();
     for (addr, implicit) in listen
         .plain
@@ -241,34 +246,35 @@ async fn serve(
             listeners.push(Listener::plain(socket));
         }
     }
-    tokio::spawn(reload_on_sighup(Arc::clone(&users), config.tls.clone()));
-    ferry_server::run(listeners, config, users, shutdown_signal()).await?;
+    tokio::spawn(reload_on_sighup(
+        hangup,
+        Arc::clone(&users),
+        config.tls.clone(),
+    ));
+    ferry_server::run(listeners, config, users, shutdown).await?;
     info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Installs the Ctrl-C and SIGTERM handlers now and returns the future that waits for either.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(err) => {
-            warn!(%err, "cannot watch SIGTERM; only Ctrl-C stops the server");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => info!("Ctrl-C received"),
+            _ = term.recv() => info!("SIGTERM received"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("Ctrl-C received"),
-        _ = term.recv() => info!("SIGTERM received"),
-    }
+    })
 }
 
 /// SIGHUP re-reads users.toml and the TLS certificate; running sessions go on.
-async fn reload_on_sighup(users: Arc<UserStore>, tls: Option<Arc<Tls>>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    users: Arc<UserStore>,
+    tls: Option<Arc<Tls>>,
+) {
     while hup.recv().await.is_some() {
         match users.reload() {
             Ok(()) => info!("SIGHUP: users.toml reloaded"),

@@ -1,7 +1,9 @@
-//! The client commands: `ferry ls|get|put|rm|mkdir|rmdir|mv|cat URL ...` on ftp://, ftpes://
-//! and ftps:// URLs, against ferry or any other FTP server.
+//! The client commands: `ferry ls|get|put|rm|mkdir|rmdir|mv|cat|mirror URL ...` on ftp://,
+//! ftpes:// and ftps:// URLs, against ferry or any other FTP server.
 
+mod mirror;
 mod progress;
+mod segments;
 mod transfer;
 
 use std::io::{IsTerminal, Read};
@@ -34,6 +36,8 @@ pub enum RemoteCommand {
     Rmdir(UrlArgs),
     /// Rename or move a remote file or directory.
     Mv(MvArgs),
+    /// Download a remote tree into DIR (with --reverse: upload DIR), moving only what differs.
+    Mirror(mirror::MirrorArgs),
 }
 
 /// How to reach the server; shared by every client command.
@@ -123,11 +127,13 @@ pub fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
             }
             RemoteCommand::Mkdir(args) => mkdir(args).await,
             RemoteCommand::Mv(args) => mv(args).await,
+            RemoteCommand::Mirror(args) => mirror::mirror(args).await,
         }
     })
 }
 
 /// A logged-in session and the path the URL names.
+#[derive(Debug)]
 pub struct Session {
     /// The session.
     pub client: Client,
@@ -135,11 +141,73 @@ pub struct Session {
     pub path: String,
     /// Whether bars and notes may be shown.
     pub progress: Progress,
+    /// Opens more sessions like this one, for transfers in parallel.
+    pub connector: Connector,
+}
+
+/// Everything needed to log in to one server, resolved once: --password-stdin can be read
+/// only once, yet parallel transfers open several sessions.
+#[derive(Clone)]
+pub struct Connector {
+    /// The server (its path is the URL's).
+    endpoint: Endpoint,
+    /// Login name.
+    user: String,
+    /// Password; never printed (see the Debug impl).
+    password: String,
+    /// TLS, active mode and timeout.
+    options: Options,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("endpoint", &self.endpoint.with_path(""))
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connector {
+    /// Logs in with a new session.
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        let endpoint = &self.endpoint;
+        Client::connect(endpoint, &self.user, &self.password, &self.options)
+            .await
+            .with_context(|| format!("{}:{}", endpoint.host, endpoint.port))
+    }
+}
+
+/// One note for the further sessions of a parallel command (`what`) that could not log in out
+/// of `wanted`, such as a server limiting sessions per client; the work goes on over the rest.
+fn note_refused_sessions(
+    progress: &Progress,
+    what: &str,
+    refused: &[anyhow::Error],
+    wanted: usize,
+) {
+    if let Some(first) = refused.first() {
+        progress.note(&format!(
+            "{what}: {} of {wanted} more sessions could not log in ({first:#}); going on with fewer",
+            refused.len()
+        ));
+    }
 }
 
 impl ConnArgs {
     /// Parses `url`, finds the credentials and logs in.
     pub async fn open(&self, url: &str) -> anyhow::Result<Session> {
+        let connector = self.connector(url)?;
+        Ok(Session {
+            client: connector.connect().await?,
+            path: connector.endpoint.path.clone(),
+            progress: Progress::new(self.quiet),
+            connector,
+        })
+    }
+
+    /// Parses `url` and finds the credentials, without connecting yet.
+    fn connector(&self, url: &str) -> anyhow::Result<Connector> {
         let endpoint = Endpoint::parse(url, self.tls)?;
         let (user, password) = self.credentials(&endpoint)?;
         let options = Options {
@@ -150,13 +218,11 @@ impl ConnArgs {
             active: self.active,
             timeout: Duration::from_secs(self.timeout.max(1)),
         };
-        let client = Client::connect(&endpoint, &user, &password, &options)
-            .await
-            .with_context(|| format!("{}:{}", endpoint.host, endpoint.port))?;
-        Ok(Session {
-            client,
-            path: endpoint.path.clone(),
-            progress: Progress::new(self.quiet),
+        Ok(Connector {
+            endpoint,
+            user,
+            password,
+            options,
         })
     }
 
@@ -275,28 +341,33 @@ async fn mkdir(args: MkdirArgs) -> anyhow::Result<()> {
     let mut session = args.conn.open(&args.url).await?;
     let path = session.path.trim_end_matches('/').to_string();
     if args.parents {
-        let absolute = path.starts_with('/');
-        let mut prefix = String::new();
-        for part in path.split('/').filter(|p| !p.is_empty()) {
-            if !prefix.is_empty() || absolute {
-                prefix.push('/');
-            }
-            prefix.push_str(part);
-            if session.client.mkdir(&prefix).await.is_err() {
-                // Already there is fine for -p; anything else shows when we try to use it.
-                let here = session.client.pwd().await?;
-                session
-                    .client
-                    .cwd(&prefix)
-                    .await
-                    .with_context(|| format!("cannot create {prefix}"))?;
-                session.client.cwd(&here).await?;
-            }
-        }
+        mkdir_parents(&mut session.client, &path).await?;
     } else {
         session.client.mkdir(&path).await?;
     }
     session.client.quit().await?;
+    Ok(())
+}
+
+/// Creates the remote directory `path` and its missing parents; those already there are fine.
+async fn mkdir_parents(client: &mut Client, path: &str) -> anyhow::Result<()> {
+    let absolute = path.starts_with('/');
+    let mut prefix = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        if !prefix.is_empty() || absolute {
+            prefix.push('/');
+        }
+        prefix.push_str(part);
+        if client.mkdir(&prefix).await.is_err() {
+            // Already there is fine; anything else shows when we try to use it.
+            let here = client.pwd().await?;
+            client
+                .cwd(&prefix)
+                .await
+                .with_context(|| format!("cannot create {prefix}"))?;
+            client.cwd(&here).await?;
+        }
+    }
     Ok(())
 }
 

@@ -46,6 +46,23 @@ impl Progress {
         self.multi.add(bar)
     }
 
+    /// The bar for a whole batch of `total` bytes (mirror); the file bars added after it show
+    /// below it.
+    pub fn total(&self, total: u64) -> ProgressBar {
+        let bar = self.file("total", Some(total));
+        bar.set_style(total_style());
+        bar
+    }
+
+    /// An error about one item of a batch, on stderr even with --quiet (the batch goes on).
+    pub fn error(&self, text: &str) {
+        if self.bars {
+            self.multi.suspend(|| eprintln!("{text}"));
+        } else {
+            eprintln!("{text}");
+        }
+    }
+
     /// A note on stderr (suppressed by --quiet), printed above any bars.
     pub fn note(&self, text: &str) {
         if self.notes {
@@ -69,4 +86,12 @@ fn bytes_style() -> ProgressStyle {
 fn spinner_style() -> ProgressStyle {
     ProgressStyle::with_template("{msg:30!} {spinner} {bytes:>10} {bytes_per_sec:>12}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+fn total_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{msg:30!} [{bar:30.green/blue}] {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} ETA {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ")
 }

@@ -1,16 +1,17 @@
 //! `ferry get`, `put` and `cat`: progress, resume (-c) and verification against the server's
 //! checksum. Downloads land in `NAME.part` and are renamed only when complete and verified;
-//! uploads go to `NAME.part` on the server and are renamed the same way.
+//! uploads go to `NAME.part` on the server and are renamed the same way. `get --segments` is in
+//! `segments.rs`; `mirror` reuses the pieces here.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use ferry_client::{Client, StoreMode};
+use ferry_client::{Checksum, Client, StoreMode};
 use ferry_proto::digest::{Hasher, hex};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-use super::{ConnArgs, Progress, UrlArgs};
+use super::{ConnArgs, Progress, UrlArgs, segments};
 
 /// `ferry get`.
 #[derive(Debug, Args)]
@@ -25,6 +26,11 @@ pub struct GetArgs {
     /// Skip the checksum comparison with the server.
     #[arg(long)]
     no_verify: bool,
+    /// Fetch N byte ranges at once over N sessions, like lftp's pget -n (at most 64; fewer
+    /// for small files; one stream with -c).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    segments: u16,
     #[command(flatten)]
     conn: ConnArgs,
 }
@@ -55,7 +61,7 @@ fn base_name(path: &str) -> &str {
 }
 
 /// `NAME.part` beside `path`.
-fn part_of(path: &Path) -> PathBuf {
+pub(super) fn part_of(path: &Path) -> PathBuf {
     let mut name = path
         .file_name()
         .map(|n| n.to_os_string())
@@ -80,38 +86,27 @@ pub(super) async fn get(args: GetArgs) -> anyhow::Result<()> {
         None => PathBuf::from(&name),
     };
     let part = part_of(&local);
-    if args.resume && !part.exists() && local.exists() {
-        std::fs::rename(&local, &part)
-            .with_context(|| format!("cannot continue {}", local.display()))?;
-    }
-    let offset = if args.resume {
-        std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0)
-    } else {
-        0
-    };
     let total = session.client.size(&remote).await?;
-    let mut file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(offset == 0)
-        .open(&part)
-        .await
-        .with_context(|| format!("cannot write {}", part.display()))?;
-    let bar = session.progress.file(&name, total);
-    bar.set_position(offset);
-    if total != Some(offset) {
-        file.seek(std::io::SeekFrom::Start(offset)).await?;
-        session
-            .client
-            .retr(&remote, offset, &mut file, &mut |n| {
-                bar.set_position(offset + n)
-            })
-            .await?;
+    let rest = session.client.features().has("REST");
+    let ranges = segments::ranges_for(args.segments, args.resume, total, rest, &session.progress);
+    if ranges.len() > 1 {
+        segments::fetch(&mut session, &remote, &name, &part, &ranges).await?;
+    } else {
+        let offset = resume_offset(args.resume, &local, &part)?;
+        let bar = session.progress.file(&name, total);
+        bar.set_position(offset);
+        let mut progress = |n| bar.set_position(offset + n);
+        fetch(
+            &mut session.client,
+            &remote,
+            &part,
+            offset,
+            total,
+            &mut progress,
+        )
+        .await?;
+        bar.finish_and_clear();
     }
-    file.flush().await?;
-    file.sync_all().await?;
-    drop(file);
-    bar.finish_and_clear();
     verify(
         &mut session.client,
         &remote,
@@ -124,6 +119,64 @@ pub(super) async fn get(args: GetArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot rename {} to {}", part.display(), local.display()))?;
     session.client.quit().await?;
     Ok(())
+}
+
+/// Where a download continues: the length of `part` with -c (a finished `local` becomes the
+/// `.part` again, so -c on it checks it against the server), else 0.
+fn resume_offset(resume: bool, local: &Path, part: &Path) -> anyhow::Result<u64> {
+    if !resume {
+        return Ok(0);
+    }
+    if !part.exists() && local.exists() {
+        std::fs::rename(local, part)
+            .with_context(|| format!("cannot continue {}", local.display()))?;
+    }
+    Ok(std::fs::metadata(part).map(|m| m.len()).unwrap_or(0))
+}
+
+/// Downloads `remote` into `part` from `offset`, keeping the bytes before it, and syncs it to
+/// disk; returns the bytes received. When `total` says nothing is left (a finished `.part`, an
+/// empty file) the file is only created. `progress` gets the bytes received so far.
+pub(super) async fn fetch(
+    client: &mut Client,
+    remote: &str,
+    part: &Path,
+    offset: u64,
+    total: Option<u64>,
+    progress: &mut (dyn FnMut(u64) + Send),
+) -> anyhow::Result<u64> {
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(offset == 0)
+        .open(part)
+        .await
+        .with_context(|| format!("cannot write {}", part.display()))?;
+    let mut received = 0;
+    if total != Some(offset) {
+        file.seek(std::io::SeekFrom::Start(offset)).await?;
+        match client.retr(remote, offset, &mut file, progress).await {
+            Ok(n) => received = n,
+            Err(err) => {
+                // Bytes that did arrive stay for -c.
+                let _ = file.flush().await;
+                drop(file);
+                discard_if_empty(part, offset);
+                return Err(err.into());
+            }
+        }
+    }
+    file.flush().await?;
+    file.sync_all().await?;
+    Ok(received)
+}
+
+/// A fresh `.part` that got no byte (the server refused the file) would only be litter; one
+/// with bytes stays for -c.
+fn discard_if_empty(part: &Path, offset: u64) {
+    if offset == 0 && std::fs::metadata(part).is_ok_and(|m| m.len() == 0) {
+        let _ = std::fs::remove_file(part);
+    }
 }
 
 pub(super) async fn put(args: PutArgs) -> anyhow::Result<()> {
@@ -151,8 +204,6 @@ pub(super) async fn put(args: PutArgs) -> anyhow::Result<()> {
             .unwrap_or(0),
         false => 0,
     };
-    let mut file = tokio::fs::File::open(&args.local).await?;
-    file.seek(std::io::SeekFrom::Start(offset)).await?;
     let mode = match offset {
         0 => StoreMode::Replace,
         n if session.client.features().has("REST") => StoreMode::At(n),
@@ -160,12 +211,16 @@ pub(super) async fn put(args: PutArgs) -> anyhow::Result<()> {
     };
     let bar = session.progress.file(local_name, Some(len));
     bar.set_position(offset);
-    session
-        .client
-        .stor(&temp, mode, &mut file, &mut |n| {
-            bar.set_position(offset + n)
-        })
-        .await?;
+    let mut progress = |n| bar.set_position(offset + n);
+    send(
+        &mut session.client,
+        &args.local,
+        offset,
+        &temp,
+        mode,
+        &mut progress,
+    )
+    .await?;
     bar.finish_and_clear();
     verify(
         &mut session.client,
@@ -180,6 +235,22 @@ pub(super) async fn put(args: PutArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Uploads `local` from `offset` to `remote` in `mode`; `progress` gets the bytes sent so far.
+pub(super) async fn send(
+    client: &mut Client,
+    local: &Path,
+    offset: u64,
+    remote: &str,
+    mode: StoreMode,
+    progress: &mut (dyn FnMut(u64) + Send),
+) -> anyhow::Result<u64> {
+    let mut file = tokio::fs::File::open(local)
+        .await
+        .with_context(|| format!("cannot read {}", local.display()))?;
+    file.seek(std::io::SeekFrom::Start(offset)).await?;
+    Ok(client.stor(remote, mode, &mut file, progress).await?)
+}
+
 pub(super) async fn cat(args: UrlArgs) -> anyhow::Result<()> {
     let mut session = args.conn.open(&args.url).await?;
     let mut stdout = tokio::io::stdout();
@@ -190,6 +261,15 @@ pub(super) async fn cat(args: UrlArgs) -> anyhow::Result<()> {
     stdout.flush().await?;
     session.client.quit().await?;
     Ok(())
+}
+
+/// How a finished transfer was checked against the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verified {
+    /// The server's checksum matches the local file's.
+    Match,
+    /// The server offers no checksum command.
+    NoServerChecksum,
 }
 
 /// Compares the server's checksum of `remote` with `local`'s. A mismatch is an error that
@@ -204,24 +284,48 @@ pub(super) async fn verify(
     if skip {
         return Ok(());
     }
-    let Some(theirs) = client.checksum(remote).await? else {
+    if check(client, remote, local).await? == Verified::NoServerChecksum {
         progress.note(&format!(
             "{remote}: not verified: server offers no checksum"
         ));
-        return Ok(());
+    }
+    Ok(())
+}
+
+/// Like [`verify`], but says what it found instead of printing it (mirror notes it once).
+pub(super) async fn check(
+    client: &mut Client,
+    remote: &str,
+    local: &Path,
+) -> anyhow::Result<Verified> {
+    let Some((theirs, ours)) = digests(client, remote, local).await? else {
+        return Ok(Verified::NoServerChecksum);
     };
-    let path = local.to_path_buf();
-    let algorithm = theirs.algorithm;
-    let ours = tokio::task::spawn_blocking(move || hash_file(&path, algorithm)).await??;
     if ours != theirs.hex {
         bail!(
             "checksum mismatch for {remote}: server {} {}, local {ours}; kept as {}",
-            algorithm.name(),
+            theirs.algorithm.name(),
             theirs.hex,
             local.display()
         );
     }
-    Ok(())
+    Ok(Verified::Match)
+}
+
+/// The server's checksum of `remote` and `local`'s digest by the same algorithm; `None` when
+/// the server offers no checksum command.
+pub(super) async fn digests(
+    client: &mut Client,
+    remote: &str,
+    local: &Path,
+) -> anyhow::Result<Option<(Checksum, String)>> {
+    let Some(theirs) = client.checksum(remote).await? else {
+        return Ok(None);
+    };
+    let path = local.to_path_buf();
+    let algorithm = theirs.algorithm;
+    let ours = tokio::task::spawn_blocking(move || hash_file(&path, algorithm)).await??;
+    Ok(Some((theirs, ours)))
 }
 
 fn hash_file(path: &Path, algorithm: ferry_proto::HashAlgorithm) -> anyhow::Result<String> {
