@@ -60,6 +60,11 @@ impl Frame {
     pub fn str_field(&self, key: &str) -> Option<&str> {
         self.header.get(key).and_then(Value::as_str)
     }
+
+    /// The header as compact JSON text, for showing a reply to a person.
+    pub fn header_json(&self) -> String {
+        Value::Object(self.header.clone()).to_string()
+    }
 }
 
 /// Why a frame could not be read or written.

@@ -6,6 +6,7 @@ mod binary;
 mod checksum;
 mod concurrency;
 mod curl;
+mod echo;
 mod ftplib;
 mod ftps;
 mod jail;
