@@ -218,6 +218,13 @@ async fn serve(
     if let Err(err) = stream.set_nodelay(true) {
         warn!(%peer, %err, "set_nodelay failed");
     }
+    // Clients send ABOR after a Telnet Synch whose DM byte is TCP urgent data (RFC 959
+    // 4.1.3, lftp does). Out of line, the kernel splits reads at the urgent mark and the
+    // rest of the line can sit unnoticed until the next command arrives; inline, the DM is an
+    // ordinary byte that the codec strips.
+    if let Err(err) = socket2::SockRef::from(&stream).set_out_of_band_inline(true) {
+        warn!(%peer, %err, "SO_OOBINLINE failed");
+    }
     let local = match stream.local_addr() {
         Ok(local) => local,
         Err(err) => return warn!(%peer, %err, "could not start a session"),
@@ -232,7 +239,7 @@ async fn serve(
                 Err(_) => return warn!(%peer, "implicit TLS handshake timed out"),
             }
         }
-        _ => MaybeTls::Plain(stream),
+        _ => MaybeTls::Control(stream),
     };
     Session::new(control, local, peer, shared, token, acceptor, implicit_tls)
         .run()

@@ -250,8 +250,12 @@ pub struct Resumed(pub bool);
 /// upgraded by AUTH TLS; data connections are wrapped under PROT P.
 #[derive(Debug)]
 pub enum MaybeTls {
-    /// Plain TCP.
+    /// Plain TCP (a data connection).
     Plain(TcpStream),
+    /// A plain control connection: reads also take in what lies past TCP's urgent mark
+    /// (see `read_past_urgent_mark`). Not for data connections, where that extra read could
+    /// swallow a reset and turn a cut upload into a clean end of file.
+    Control(TcpStream),
     /// TLS over TCP (boxed: the TLS state is large and most connections are plain).
     Tls(Box<TlsStream<TcpStream>>),
     /// Only while a control connection is being upgraded; every operation fails.
@@ -280,9 +284,34 @@ impl AsyncRead for MaybeTls {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Control(s) => {
+                let before = buf.filled().len();
+                let poll = Pin::new(&mut *s).poll_read(cx, buf);
+                if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+                    read_past_urgent_mark(s, buf);
+                }
+                poll
+            }
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             MaybeTls::Detached => Poll::Ready(Err(detached())),
         }
+    }
+}
+
+/// The kernel ends a read at TCP's urgent mark, which clients put in the Telnet Synch before
+/// ABOR (RFC 959 4.1.3). tokio takes such a short read to mean the socket is drained and
+/// waits for the next edge, so the rest of the line (`ABOR\r\n`) would sit unread until
+/// the client sent something else. One more non-blocking read, past tokio's readiness
+/// tracking, takes in what is already there.
+fn read_past_urgent_mark(stream: &TcpStream, buf: &mut ReadBuf<'_>) {
+    use std::io::Read;
+    if buf.remaining() == 0 {
+        return;
+    }
+    let socket = socket2::SockRef::from(stream);
+    let spare = buf.initialize_unfilled();
+    if let Ok(n) = (&*socket).read(spare) {
+        buf.advance(n);
     }
 }
 
@@ -293,7 +322,7 @@ impl AsyncWrite for MaybeTls {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Plain(s) | MaybeTls::Control(s) => Pin::new(s).poll_write(cx, buf),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             MaybeTls::Detached => Poll::Ready(Err(detached())),
         }
@@ -301,7 +330,7 @@ impl AsyncWrite for MaybeTls {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
+            MaybeTls::Plain(s) | MaybeTls::Control(s) => Pin::new(s).poll_flush(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             MaybeTls::Detached => Poll::Ready(Err(detached())),
         }
@@ -310,7 +339,7 @@ impl AsyncWrite for MaybeTls {
     /// For TLS this sends close_notify first, which tells the peer the data is complete.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            MaybeTls::Plain(s) | MaybeTls::Control(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             MaybeTls::Detached => Poll::Ready(Err(detached())),
         }

@@ -36,7 +36,7 @@ pub(super) async fn auth(s: &mut Session, mechanism: &str) -> io::Result<()> {
     s.control.read_buffer_mut().clear();
     s.queued.clear();
     *s.control.codec_mut() = ControlCodec::default();
-    let MaybeTls::Plain(tcp) = std::mem::replace(s.control.get_mut(), MaybeTls::Detached) else {
+    let MaybeTls::Control(tcp) = std::mem::replace(s.control.get_mut(), MaybeTls::Detached) else {
         return Err(io::Error::other(
             "control connection in an unexpected state",
         ));

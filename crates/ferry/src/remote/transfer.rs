@@ -180,6 +180,15 @@ fn discard_if_empty(part: &Path, offset: u64) {
 }
 
 pub(super) async fn put(args: PutArgs) -> anyhow::Result<()> {
+    // Checked before connecting, so a wrong argument leaves nothing on the server.
+    let meta = std::fs::metadata(&args.local)
+        .with_context(|| format!("cannot read {}", args.local.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "{} is not a regular file (use ferry mirror --reverse for a directory)",
+            args.local.display()
+        );
+    }
     let mut session = args.conn.open(&args.url).await?;
     let local_name = args
         .local

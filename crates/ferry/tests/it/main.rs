@@ -4,6 +4,8 @@
 
 mod binary;
 mod checksum;
+mod client_ferry;
+mod client_pyftpdlib;
 mod concurrency;
 mod curl;
 mod echo;

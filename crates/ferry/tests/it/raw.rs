@@ -1034,3 +1034,54 @@ async fn a_client_that_never_reads_replies_cannot_hold_a_session_forever() {
     }
     drop(c);
 }
+
+/// lftp sends ABOR after Telnet IP and a Synch whose DM byte is TCP urgent data. The server
+/// must answer it at once, not only when the next command happens to arrive (regression: the
+/// read stopped at the urgent mark and the rest of the line sat unnoticed).
+#[test]
+fn abor_after_an_urgent_telnet_synch_is_answered_at_once() {
+    let server = TestServer::start();
+    std::fs::write(server.home("alice").join("f.bin"), vec![1u8; 4 << 20]).unwrap();
+    let script = r#"
+import socket, sys
+port = int(sys.argv[1])
+c = socket.create_connection(("127.0.0.1", port), timeout=5)
+f = c.makefile("rb")
+def reply():
+    line = f.readline()
+    code = line[:3]
+    while line[3:4] == b"-":
+        line = f.readline()
+        while line[:3] != code or line[3:4] != b" ":
+            line = f.readline()
+    return line.decode().strip()
+reply()
+c.sendall(b"USER alice\r\n"); reply()
+c.sendall(b"PASS alice-pw\r\n"); reply()
+c.sendall(b"EPSV\r\n"); r = reply()
+dport = int(r.split("|||")[1].split("|")[0])
+d = socket.create_connection(("127.0.0.1", dport), timeout=5)
+c.sendall(b"RETR f.bin\r\n"); print(reply())
+d.recv(1000)
+d.close()
+c.send(b"\xff\xf4\xff")
+c.send(b"\xf2", socket.MSG_OOB)
+c.send(b"ABOR\r\n")
+print(reply())
+print(reply())
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &server.addr().port().to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let codes: Vec<&str> = stdout.lines().map(|l| &l[..3]).collect();
+    assert_eq!(codes[0], "150", "{stdout}");
+    // 426 for the cut transfer, then 226 for the ABOR, with no further command sent.
+    assert!(codes[1..].contains(&"226"), "{stdout}");
+}
