@@ -32,7 +32,7 @@ fn ferry_command(data: &Path, args: &[&str]) -> Command {
 
 /// Collects a pipe in a thread so the child never blocks on a full pipe; the thread ends
 /// when the pipe closes.
-fn drain(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<String>>, JoinHandle<()>) {
+pub(crate) fn drain(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<String>>, JoinHandle<()>) {
     let text = Arc::new(Mutex::new(String::new()));
     let sink = Arc::clone(&text);
     let thread = std::thread::spawn(move || {
@@ -50,7 +50,7 @@ fn drain(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<String>>, JoinHandl
 }
 
 /// Waits for `child` to exit, for at most `limit`.
-fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+pub(crate) fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().unwrap() {

@@ -10,7 +10,7 @@
 //! that the client reused the session.
 
 use std::fs;
-use std::io::{BufRead, BufReader as StdBufReader, ErrorKind, Read};
+use std::io::{BufRead, BufReader as StdBufReader, ErrorKind};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use super::binary::{drain, wait_for_exit};
 use rustls::client::Resumption;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -432,40 +433,6 @@ fn run(command: &mut Command, missing: &str) -> Run {
         run.show()
     );
     run
-}
-
-/// Collects a pipe in a thread so the child never blocks on a full pipe.
-fn drain(
-    mut pipe: impl Read + Send + 'static,
-) -> (Arc<Mutex<String>>, std::thread::JoinHandle<()>) {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = Arc::clone(&text);
-    let thread = std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = pipe.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    (text, thread)
-}
-
-/// Waits for `child` to exit, for at most `limit`.
-fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// curl with `args`, verbose (the `> CMD` transcript is on stderr).
