@@ -660,6 +660,23 @@ impl Client {
         Ok(PendingData::Active(listener))
     }
 
+    /// The algorithm [`Client::checksum`] will use, when FEAT tells (so the caller can hash
+    /// its own copy while the server hashes). `None` when only probing would tell.
+    pub fn checksum_algorithm(&self) -> Option<HashAlgorithm> {
+        let offered = self.features.hash_algorithms();
+        if let Some(&algorithm) = offered
+            .iter()
+            .find(|a| **a == HashAlgorithm::Sha256)
+            .or(offered.first())
+        {
+            return Some(algorithm);
+        }
+        ALIASES
+            .iter()
+            .find(|(verb, _)| self.features.has(verb))
+            .map(|&(_, algorithm)| algorithm)
+    }
+
     /// The server's checksum of `path`: HASH with SHA-256 when offered (else its best
     /// algorithm), else the first of XSHA256, XSHA1, XMD5, XCRC that answers. `None` when the
     /// server has no checksum command.
@@ -683,13 +700,7 @@ impl Client {
                 hex: hex.to_ascii_lowercase(),
             }));
         }
-        let aliases = [
-            ("XSHA256", HashAlgorithm::Sha256),
-            ("XSHA1", HashAlgorithm::Sha1),
-            ("XMD5", HashAlgorithm::Md5),
-            ("XCRC", HashAlgorithm::Crc32),
-        ];
-        for (verb, algorithm) in aliases {
+        for (verb, algorithm) in ALIASES {
             if !self.features.lines.is_empty() && !self.features.has(verb) {
                 continue;
             }
@@ -720,6 +731,14 @@ impl Client {
         Ok(None)
     }
 }
+
+/// The checksum aliases, in the order they are tried.
+const ALIASES: [(&str, HashAlgorithm); 4] = [
+    ("XSHA256", HashAlgorithm::Sha256),
+    ("XSHA1", HashAlgorithm::Sha1),
+    ("XMD5", HashAlgorithm::Md5),
+    ("XCRC", HashAlgorithm::Crc32),
+];
 
 /// A TLS upload ends with close_notify, then the server's: reading to the end also takes in
 /// any tickets, so closing never resets the connection under unread data.

@@ -328,12 +328,22 @@ pub(super) async fn digests(
     remote: &str,
     local: &Path,
 ) -> anyhow::Result<Option<(Checksum, String)>> {
+    // When FEAT names the algorithm, the local file is hashed while the server hashes its
+    // copy, instead of one after the other.
+    let hash_local = |algorithm| {
+        let path = local.to_path_buf();
+        tokio::task::spawn_blocking(move || hash_file(&path, algorithm))
+    };
+    let early = client
+        .checksum_algorithm()
+        .map(|algorithm| (algorithm, hash_local(algorithm)));
     let Some(theirs) = client.checksum(remote).await? else {
         return Ok(None);
     };
-    let path = local.to_path_buf();
-    let algorithm = theirs.algorithm;
-    let ours = tokio::task::spawn_blocking(move || hash_file(&path, algorithm)).await??;
+    let ours = match early {
+        Some((algorithm, task)) if algorithm == theirs.algorithm => task.await??,
+        _ => hash_local(theirs.algorithm).await??,
+    };
     Ok(Some((theirs, ours)))
 }
 
