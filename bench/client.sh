@@ -26,50 +26,17 @@ SIZE_MIB=${SIZE_MIB:-1024}
 FILES=${FILES:-2000}
 RUNS=${RUNS:-5}
 
-for tool in curl lftp cmp diff split awk; do
-  command -v "$tool" >/dev/null || { echo "client: needs $tool" >&2; exit 1; }
-done
-
-cargo build --release --quiet -p ferry --bin ferry
-ferry=$PWD/target/release/ferry
-
-work=$(mktemp -d)
-server=""
-cleanup() {
-  if [ -n "$server" ]; then
-    kill "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/common.sh"
+bench_setup client curl lftp cmp diff split awk
 # lftp reads no rc files or history of the machine.
 export HOME=$work/home
 mkdir -p "$HOME"
-
-data=$work/data
-password=bench$RANDOM$RANDOM
-added=$(printf '%s\n' "$password" | "$ferry" user add bench --data "$data" --password-stdin)
-home=${added#added user bench with home }
-case $home in
-  /*) ;;
-  *) home=$data/$home ;;
-esac
 mkdir -p "$home/small"
 echo "writing ${SIZE_MIB} MiB of random bytes and $FILES files of 4 KiB to $home" >&2
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom >"$home/big.bin"
 head -c $((FILES * 4096)) /dev/urandom | split -b 4096 -a 6 -d - "$home/small/f"
 
-"$ferry" serve --data "$data" --listen 127.0.0.1:0 >"$work/serve.log" 2>&1 &
-server=$!
-addr=""
-for _ in $(seq 200); do
-  addr=$(sed -n 's/^ferry serving FTP on //p' "$work/serve.log" | head -n 1)
-  [ -n "$addr" ] && break
-  kill -0 "$server" 2>/dev/null || { cat "$work/serve.log" >&2; exit 1; }
-  sleep 0.05
-done
-[ -n "$addr" ] || { echo "client: the server did not start" >&2; cat "$work/serve.log" >&2; exit 1; }
+bench_start_server
 url=ftp://bench:$password@$addr
 out=$work/out
 

@@ -17,47 +17,13 @@ fi
 SIZE_MIB=${SIZE_MIB:-1024}
 RUNS=${RUNS:-5}
 
-for tool in sha256sum python3; do
-  command -v "$tool" >/dev/null || { echo "hash-rate: needs $tool" >&2; exit 1; }
-done
-
-cargo build --release --quiet
-ferry=target/release/ferry
-
-work=$(mktemp -d)
-server=""
-cleanup() {
-  if [ -n "$server" ]; then
-    kill "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-data=$work/data
-password=bench-$RANDOM$RANDOM
-added=$(printf '%s\n' "$password" | "$ferry" user add bench --data "$data" --password-stdin)
-home=${added#added user bench with home }
-case $home in
-  /*) ;;
-  *) home=$data/$home ;;
-esac
-mkdir -p "$home"
+. "$(dirname "$0")/common.sh"
+bench_setup hash-rate sha256sum python3
 file=$home/bench.bin
 echo "writing ${SIZE_MIB} MiB of random bytes to $file" >&2
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom >"$file"
 
-"$ferry" serve --data "$data" --listen 127.0.0.1:0 >"$work/serve.log" 2>&1 &
-server=$!
-addr=""
-for _ in $(seq 200); do
-  addr=$(sed -n 's/^ferry serving FTP on //p' "$work/serve.log" | head -n 1)
-  [ -n "$addr" ] && break
-  kill -0 "$server" 2>/dev/null || { cat "$work/serve.log" >&2; exit 1; }
-  sleep 0.05
-done
-[ -n "$addr" ] || { echo "hash-rate: the server did not start" >&2; cat "$work/serve.log" >&2; exit 1; }
+bench_start_server
 
 FILE=$file ADDR=$addr PASSWORD=$password RUNS=$RUNS SIZE_MIB=$SIZE_MIB python3 - <<'EOF'
 import ftplib, os, statistics, subprocess, time

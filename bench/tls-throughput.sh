@@ -19,33 +19,8 @@ fi
 SIZE_MIB=${SIZE_MIB:-1024}
 RUNS=${RUNS:-5}
 
-for tool in curl cmp awk; do
-  command -v "$tool" >/dev/null || { echo "tls-throughput: needs $tool" >&2; exit 1; }
-done
-
-cargo build --release --quiet -p ferry --bin ferry
-ferry=$PWD/target/release/ferry
-
-work=$(mktemp -d)
-server=""
-cleanup() {
-  if [ -n "$server" ]; then
-    kill "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-data=$work/data
-password=bench$RANDOM$RANDOM
-added=$(printf '%s\n' "$password" | "$ferry" user add bench --data "$data" --password-stdin)
-home=${added#added user bench with home }
-case $home in
-  /*) ;;
-  *) home=$data/$home ;;
-esac
-mkdir -p "$home"
+. "$(dirname "$0")/common.sh"
+bench_setup tls-throughput curl cmp awk
 file=$home/bench.bin
 size=$((SIZE_MIB * 1024 * 1024))
 echo "writing ${SIZE_MIB} MiB of random bytes to $file" >&2
@@ -54,16 +29,7 @@ head -c "$size" /dev/urandom >"$file"
 src=$work/upload.bin
 cp "$file" "$src"
 
-"$ferry" serve --data "$data" --listen 127.0.0.1:0 --tls >"$work/serve.log" 2>&1 &
-server=$!
-addr=""
-for _ in $(seq 200); do
-  addr=$(sed -n 's/^ferry serving FTP on //p' "$work/serve.log" | head -n 1)
-  [ -n "$addr" ] && break
-  kill -0 "$server" 2>/dev/null || { cat "$work/serve.log" >&2; exit 1; }
-  sleep 0.05
-done
-[ -n "$addr" ] || { echo "tls-throughput: the server did not start" >&2; cat "$work/serve.log" >&2; exit 1; }
+bench_start_server --tls
 cert=$(sed -n 's/^TLS certificate //p' "$work/serve.log" | head -n 1)
 [ -f "$cert" ] || { echo "tls-throughput: no certificate announced" >&2; cat "$work/serve.log" >&2; exit 1; }
 fingerprint=$(sed -n 's/^ *SHA-256 fingerprint //p' "$work/serve.log" | head -n 1)
