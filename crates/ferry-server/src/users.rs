@@ -551,8 +551,6 @@ pub struct UserStore {
     data_dir: PathBuf,
     /// DATA/users.toml.
     path: PathBuf,
-    /// Verified when the user is unknown, so that case costs as much as a wrong password.
-    dummy_hash: String,
     /// The last version read; a lock only for swapping it, never held while hashing.
     cache: RwLock<Cached>,
 }
@@ -565,6 +563,41 @@ struct Cached {
     /// The file version `db` was read from (`None`: the file was absent); after a failed
     /// reload, the stamp of the broken version, so it is reported once, not on every login.
     stamp: Option<FileStamp>,
+    /// Verified when the user is unknown, so that case costs as much as a wrong password:
+    /// hashed with the argon2 costs most accounts in `db` use.
+    dummy_hash: String,
+}
+
+impl Cached {
+    fn new(db: UserDb, stamp: Option<FileStamp>) -> Result<Self, UserError> {
+        let dummy_hash = dummy_hash_for(&db)?;
+        Ok(Cached {
+            db,
+            stamp,
+            dummy_hash,
+        })
+    }
+}
+
+/// A hash of a random password with the argon2 costs most accounts use (the defaults when
+/// there are none), so verifying it takes as long as verifying a real account's hash: an
+/// unknown name must not answer faster than a wrong password.
+fn dummy_hash_for(db: &UserDb) -> Result<String, UserError> {
+    let mut counts: BTreeMap<(u32, u32, u32), usize> = BTreeMap::new();
+    for entry in db.users.values() {
+        if let Some(params) = PasswordHash::new(&entry.password)
+            .ok()
+            .and_then(|hash| Params::try_from(&hash).ok())
+        {
+            *counts
+                .entry((params.m_cost(), params.t_cost(), params.p_cost()))
+                .or_default() += 1;
+        }
+    }
+    match counts.into_iter().max_by_key(|&(_, n)| n) {
+        Some(((m, t, p), _)) => hash_password_with_params(&random_password(), m, t, p),
+        None => hash_password(&random_password()),
+    }
 }
 
 impl UserStore {
@@ -577,17 +610,17 @@ impl UserStore {
         let path = users_file(&data_dir);
         let (db, stamp) = read_db(&path)?;
         Ok(Self {
-            dummy_hash: hash_password(&random_password())?,
             data_dir,
             path,
-            cache: RwLock::new(Cached { db, stamp }),
+            cache: RwLock::new(Cached::new(db, stamp)?),
         })
     }
 
     /// Re-reads users.toml unconditionally (SIGHUP); on error the previous accounts stay.
     pub fn reload(&self) -> Result<(), UserError> {
         let (db, stamp) = read_db(&self.path)?;
-        *self.cache.write().unwrap_or_else(PoisonError::into_inner) = Cached { db, stamp };
+        let cached = Cached::new(db, stamp)?;
+        *self.cache.write().unwrap_or_else(PoisonError::into_inner) = cached;
         Ok(())
     }
 
@@ -602,7 +635,8 @@ impl UserStore {
         match candidate {
             Some((hash, account)) => verify_parsed(&hash, pw).then_some(account),
             None => {
-                verify_password(&self.dummy_hash, pw);
+                let dummy = self.read_cache().dummy_hash.clone();
+                verify_password(&dummy, pw);
                 None
             }
         }
@@ -663,9 +697,9 @@ impl UserStore {
         if self.read_cache().stamp == current {
             return;
         }
-        match read_db(&self.path) {
-            Ok((db, stamp)) => {
-                *self.cache.write().unwrap_or_else(PoisonError::into_inner) = Cached { db, stamp };
+        match read_db(&self.path).and_then(|(db, stamp)| Cached::new(db, stamp)) {
+            Ok(cached) => {
+                *self.cache.write().unwrap_or_else(PoisonError::into_inner) = cached;
                 tracing::info!(path = %self.path.display(), "reloaded accounts");
             }
             Err(err) => {
@@ -968,6 +1002,31 @@ mod tests {
         assert_eq!(store.authenticate("alice", &pw("b")), None);
         assert_eq!(store.authenticate("mallory", &pw("a")), None);
         assert_eq!(store.authenticate("", &pw("")), None);
+    }
+
+    #[test]
+    fn unknown_users_are_checked_against_a_hash_with_the_accounts_costs() {
+        let costs = |phc: &str| {
+            let params = Params::try_from(&PasswordHash::new(phc).unwrap()).unwrap();
+            (params.m_cost(), params.t_cost(), params.p_cost())
+        };
+        let dir = TempDir::new().unwrap();
+        let store = UserStore::open(dir.path()).unwrap();
+        let default = Params::default();
+        let defaults = (default.m_cost(), default.t_cost(), default.p_cost());
+        assert_eq!(costs(&store.read_cache().dummy_hash), defaults);
+
+        add_user(dir.path(), "alice", entry("a", "home/alice")).unwrap();
+        add_user(dir.path(), "bob", entry("b", "home/bob")).unwrap();
+        let odd = hash_password_with_params(&pw("c"), 16, 2, 1).unwrap();
+        add_user(
+            dir.path(),
+            "carol",
+            UserEntry::new(odd, "home/c".into(), false),
+        )
+        .unwrap();
+        store.reload().unwrap();
+        assert_eq!(costs(&store.read_cache().dummy_hash), (8, 1, 1));
     }
 
     #[test]
