@@ -227,6 +227,12 @@ async fn serve(
     let shutdown = shutdown_signal()?;
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot watch SIGHUP")?;
+    // A write past RLIMIT_FSIZE raises SIGXFSZ, whose default action kills the process and
+    // every session with it. With a handler installed the write fails with EFBIG instead,
+    // and only that upload is refused (552). tokio keeps the handler for the process's life.
+    let _file_size_limit =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))
+            .context("cannot watch SIGXFSZ")?;
     let mut listeners = Vec::new();
     for (addr, implicit) in listen
         .plain

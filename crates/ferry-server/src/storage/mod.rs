@@ -55,6 +55,9 @@ pub enum StorageError {
     /// The disk is full: 452.
     #[error("Insufficient storage space")]
     NoSpace,
+    /// The file would grow past what the system allows one file (EFBIG, RLIMIT_FSIZE): 552.
+    #[error("File too large")]
+    FileTooLarge,
     /// Anything else local: 451.
     #[error("Local error: {0}")]
     Io(std::io::Error),
@@ -71,7 +74,7 @@ impl StorageError {
             | StorageError::IsADirectory
             | StorageError::DirectoryNotEmpty => 550,
             StorageError::InvalidName => 553,
-            StorageError::Quota(_) => 552,
+            StorageError::Quota(_) | StorageError::FileTooLarge => 552,
             StorageError::InvalidOffset { .. } => 554,
             StorageError::NoSpace => 452,
             StorageError::Io(_) => 451,
@@ -97,6 +100,7 @@ impl From<std::io::Error> for StorageError {
             K::IsADirectory => StorageError::IsADirectory,
             K::DirectoryNotEmpty => StorageError::DirectoryNotEmpty,
             K::StorageFull | K::QuotaExceeded => StorageError::NoSpace,
+            K::FileTooLarge => StorageError::FileTooLarge,
             // EINVAL: a directory renamed into itself and similar impossible names.
             K::InvalidFilename | K::InvalidInput => StorageError::InvalidName,
             // cap-std reports a path that would leave the home as "a path led outside".
