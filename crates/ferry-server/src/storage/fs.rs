@@ -139,8 +139,20 @@ pub fn scan_home(home: &Path) -> io::Result<Usage> {
 enum Target {
     /// A temporary sibling renamed over `target` on commit (replacing an existing file).
     Temp { temp: String, target: String },
-    /// The file itself; `created` says this upload made it, so an empty one is removed on abort.
-    InPlace { path: String, created: bool },
+    /// The file itself; `created` identifies the file when this upload made it, so that it
+    /// can be removed on abort if still empty (and still the file under that name).
+    InPlace {
+        path: String,
+        created: Option<FileId>,
+    },
+}
+
+/// A file's identity (device, inode), to tell whether a name still refers to it.
+type FileId = (u64, u64);
+
+fn file_id(file: &cap_std::fs::File) -> io::Result<FileId> {
+    let meta = file.metadata()?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 fn random_suffix() -> String {
@@ -159,27 +171,33 @@ fn start_upload(
     let mut opts = OpenOptions::new();
     opts.write(true);
     match mode {
-        UploadMode::Replace => match home.metadata(&rel) {
-            Ok(meta) if meta.is_dir() => Err(StorageError::IsADirectory),
-            Ok(_) => {
-                let parent = path.parent();
-                let temp = parent.join(&format!("{TEMP_PREFIX}{}", random_suffix()));
-                let temp = temp.relative().to_string();
-                let file = home.open_with(&temp, opts.create_new(true))?;
-                Ok((file.into_std(), Target::Temp { temp, target: rel }))
+        UploadMode::Replace => {
+            match home.metadata(&rel) {
+                Ok(meta) if meta.is_dir() => return Err(StorageError::IsADirectory),
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    match home.open_with(&rel, opts.clone().create_new(true)) {
+                        Ok(file) => {
+                            let target = Target::InPlace {
+                                path: rel,
+                                created: Some(file_id(&file)?),
+                            };
+                            return Ok((file.into_std(), target));
+                        }
+                        // Another upload created the name a moment ago: replace its file
+                        // like any existing one, rather than write into it or give up.
+                        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+                Err(err) => return Err(err.into()),
             }
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                let file = home.open_with(&rel, opts.create_new(true))?;
-                Ok((
-                    file.into_std(),
-                    Target::InPlace {
-                        path: rel,
-                        created: true,
-                    },
-                ))
-            }
-            Err(err) => Err(err.into()),
-        },
+            let parent = path.parent();
+            let temp = parent.join(&format!("{TEMP_PREFIX}{}", random_suffix()));
+            let temp = temp.relative().to_string();
+            let file = home.open_with(&temp, opts.create_new(true))?;
+            Ok((file.into_std(), Target::Temp { temp, target: rel }))
+        }
         UploadMode::ResumeAt(offset) => {
             let file = home.open_with(&rel, opts.create(offset == 0))?;
             let len = file.metadata()?.len();
@@ -193,7 +211,7 @@ fn start_upload(
                 file,
                 Target::InPlace {
                     path: rel,
-                    created: false,
+                    created: None,
                 },
             ))
         }
@@ -203,19 +221,14 @@ fn start_upload(
                 file.into_std(),
                 Target::InPlace {
                     path: rel,
-                    created: false,
+                    created: None,
                 },
             ))
         }
         UploadMode::CreateNew => {
             let file = home.open_with(&rel, opts.create_new(true))?;
-            Ok((
-                file.into_std(),
-                Target::InPlace {
-                    path: rel,
-                    created: true,
-                },
-            ))
+            let created = Some(file_id(&file)?);
+            Ok((file.into_std(), Target::InPlace { path: rel, created }))
         }
     }
 }
@@ -291,10 +304,19 @@ impl Drop for FsUpload {
         }
         let leftover = match &self.target {
             Target::Temp { temp, .. } => Some(temp),
+            // Only if the name still holds the empty file this upload made: a concurrent
+            // upload of the same name may have replaced it with a complete one meanwhile.
             Target::InPlace {
                 path,
-                created: true,
-            } if self.written == 0 => Some(path),
+                created: Some(id),
+            } if self.written == 0
+                && self
+                    .home
+                    .symlink_metadata(path)
+                    .is_ok_and(|meta| (meta.dev(), meta.ino()) == *id && meta.len() == 0) =>
+            {
+                Some(path)
+            }
             Target::InPlace { .. } => None,
         };
         if let Some(path) = leftover
@@ -434,6 +456,46 @@ mod tests {
         );
         put(&storage, "f", UploadMode::Replace, b"new").await;
         assert_eq!(get(&storage, "f", 0).await, b"new");
+    }
+
+    #[tokio::test]
+    async fn uploads_racing_to_create_one_name_all_succeed_and_leave_one_complete_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = FsStorage::open(tmp.path()).unwrap();
+        // The first creates the file in place; the second finds the name taken and goes
+        // through a temporary file instead of failing or writing into the first's file.
+        let mut first = storage
+            .write(&vpath("f"), UploadMode::Replace)
+            .await
+            .unwrap();
+        let mut second = storage
+            .write(&vpath("f"), UploadMode::Replace)
+            .await
+            .unwrap();
+        second.write_all(b"second").await.unwrap();
+        second.commit().await.unwrap();
+        assert_eq!(get(&storage, "f", 0).await, b"second");
+        // The first, abandoned with nothing written, must not remove the second's file.
+        first.flush().await.unwrap();
+        drop(first);
+        assert_eq!(get(&storage, "f", 0).await, b"second");
+
+        let mut third = storage
+            .write(&vpath("g"), UploadMode::Replace)
+            .await
+            .unwrap();
+        let mut fourth = storage
+            .write(&vpath("g"), UploadMode::Replace)
+            .await
+            .unwrap();
+        third.write_all(b"third").await.unwrap();
+        fourth.write_all(b"fourth").await.unwrap();
+        fourth.commit().await.unwrap();
+        third.commit().await.unwrap();
+        // The in-place file was replaced by the committed temporary one.
+        assert_eq!(get(&storage, "g", 0).await, b"fourth");
+        let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert_eq!(names.len(), 2, "temporary files left behind");
     }
 
     #[tokio::test]
