@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -287,6 +288,9 @@ pub struct QuotaRegistry {
     data_dir: PathBuf,
     /// One entry per user who logged in since start; kept so sessions share it.
     users: Mutex<HashMap<String, Arc<UserQuota>>>,
+    /// When this server started: temporary upload files older than this are a killed
+    /// server's leftovers.
+    started: SystemTime,
 }
 
 impl QuotaRegistry {
@@ -312,6 +316,7 @@ impl QuotaRegistry {
         Ok(QuotaRegistry {
             data_dir: data_dir.to_path_buf(),
             users: Mutex::default(),
+            started: SystemTime::now(),
         })
     }
 
@@ -362,6 +367,17 @@ impl QuotaRegistry {
         let used = match read_usage(&file) {
             Some(used) => used,
             None => {
+                // No usage file: first login ever, or the last server was killed, perhaps
+                // in the middle of uploads whose temporary files are still there.
+                match storage.remove_stale_uploads(self.started).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(
+                        user = name,
+                        files = n,
+                        "removed interrupted uploads of an earlier run"
+                    ),
+                    Err(err) => warn!(user = name, %err, "cannot remove interrupted uploads"),
+                }
                 let used = storage.scan().await?;
                 info!(
                     user = name,
@@ -500,6 +516,10 @@ impl Storage for QuotaStorage {
 
     async fn scan(&self) -> Result<Usage, StorageError> {
         self.inner.scan().await
+    }
+
+    async fn remove_stale_uploads(&self, cutoff: SystemTime) -> Result<u64, StorageError> {
+        self.inner.remove_stale_uploads(cutoff).await
     }
 }
 

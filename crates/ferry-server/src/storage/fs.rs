@@ -106,27 +106,59 @@ fn open_at(home: &Dir, path: &str, offset: u64) -> Result<std::fs::File, Storage
     Ok(file)
 }
 
-/// Sums the regular files under `root` without following symlinks (a link is not the user's
-/// bytes) and without counting uploads in progress (they are reserved separately). Iterative,
-/// so a deep tree cannot exhaust the stack.
-pub fn scan_dir(root: &Dir) -> io::Result<Usage> {
-    let mut usage = Usage::default();
+/// Calls `visit` with each directory under `root` (itself included) and each entry in it,
+/// without following symlinks. Iterative, so a deep tree cannot exhaust the stack.
+fn walk(
+    root: &Dir,
+    mut visit: impl FnMut(&Dir, &cap_std::fs::DirEntry) -> io::Result<()>,
+) -> io::Result<()> {
     let mut pending = vec![root.try_clone()?];
     while let Some(dir) = pending.pop() {
         for entry in dir.entries()? {
             let entry = entry?;
-            let file_type = entry.file_type()?;
-            if file_type.is_dir() {
+            if entry.file_type()?.is_dir() {
                 pending.push(entry.open_dir()?);
-            } else if file_type.is_file()
-                && !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
-            {
-                usage.bytes += entry.metadata()?.len();
-                usage.files += 1;
+            } else {
+                visit(&dir, &entry)?;
             }
         }
     }
+    Ok(())
+}
+
+fn is_temp(entry: &cap_std::fs::DirEntry) -> bool {
+    entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+}
+
+/// Sums the regular files under `root` without following symlinks (a link is not the user's
+/// bytes) and without counting uploads in progress (they are reserved separately).
+pub fn scan_dir(root: &Dir) -> io::Result<Usage> {
+    let mut usage = Usage::default();
+    walk(root, |_, entry| {
+        if entry.file_type()?.is_file() && !is_temp(entry) {
+            usage.bytes += entry.metadata()?.len();
+            usage.files += 1;
+        }
+        Ok(())
+    })?;
     Ok(usage)
+}
+
+/// Removes the temporary files of replacing uploads last written before `cutoff`: those a
+/// killed server left behind. Returns how many were removed.
+fn remove_stale_uploads(root: &Dir, cutoff: SystemTime) -> io::Result<u64> {
+    let mut removed = 0;
+    walk(root, |dir, entry| {
+        if is_temp(entry)
+            && entry.file_type()?.is_file()
+            && entry.metadata()?.modified()?.into_std() < cutoff
+        {
+            dir.remove_file(entry.file_name())?;
+            removed += 1;
+        }
+        Ok(())
+    })?;
+    Ok(removed)
 }
 
 /// [`scan_dir`] of a home directory given by path, for `ferry user rescan`.
@@ -397,6 +429,11 @@ impl Storage for FsStorage {
         self.blocking(|home| Ok(scan_dir(home)?)).await
     }
 
+    async fn remove_stale_uploads(&self, cutoff: SystemTime) -> Result<u64, StorageError> {
+        self.blocking(move |home| Ok(remove_stale_uploads(home, cutoff)?))
+            .await
+    }
+
     async fn rename(&self, from: &VirtualPath, to: &VirtualPath) -> Result<(), StorageError> {
         if from.is_root() || to.is_root() {
             return Err(StorageError::PermissionDenied);
@@ -496,6 +533,31 @@ mod tests {
         assert_eq!(get(&storage, "g", 0).await, b"fourth");
         let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
         assert_eq!(names.len(), 2, "temporary files left behind");
+    }
+
+    #[tokio::test]
+    async fn stale_upload_leftovers_are_removed_and_running_uploads_and_files_are_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("sub")).unwrap();
+        let hour_ago = SystemTime::now() - std::time::Duration::from_secs(3600);
+        for name in ["sub/.ferry-upload-0123", "old-but-mine"] {
+            let file = std::fs::File::create(tmp.path().join(name)).unwrap();
+            file.set_modified(hour_ago).unwrap();
+        }
+        let storage = FsStorage::open(tmp.path()).unwrap();
+        put(&storage, "f", UploadMode::Replace, b"old").await;
+        let mut running = storage
+            .write(&vpath("f"), UploadMode::Replace)
+            .await
+            .unwrap();
+        running.write_all(b"new").await.unwrap();
+
+        let cutoff = SystemTime::now() - std::time::Duration::from_secs(60);
+        assert_eq!(storage.remove_stale_uploads(cutoff).await.unwrap(), 1);
+        assert!(!tmp.path().join("sub/.ferry-upload-0123").exists());
+        assert!(tmp.path().join("old-but-mine").exists());
+        running.commit().await.unwrap();
+        assert_eq!(get(&storage, "f", 0).await, b"new");
     }
 
     #[tokio::test]

@@ -191,4 +191,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Walks everything under the root: total bytes and number of regular files (symlinks
     /// and uploads in progress not counted). For quota usage when it is not known.
     async fn scan(&self) -> Result<Usage, StorageError>;
+    /// Discards the partial data of replacing uploads that were still running when an earlier
+    /// server process was killed (begun before `cutoff`, this process's start). Only called
+    /// when no session of this user can have an upload from before `cutoff` running.
+    async fn remove_stale_uploads(&self, cutoff: SystemTime) -> Result<u64, StorageError>;
 }
