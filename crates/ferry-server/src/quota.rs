@@ -21,7 +21,7 @@ use tokio::io::AsyncWrite;
 use tracing::{info, warn};
 
 use crate::storage::{
-    DirEntry, Download, Metadata, Storage, StorageError, Upload, UploadMode, VirtualPath,
+    Download, Listing, Metadata, Storage, StorageError, Upload, UploadMode, VirtualPath,
 };
 use crate::users::{FileStamp, UserError, replace_file, stamp_of};
 
@@ -430,7 +430,7 @@ impl Storage for QuotaStorage {
         self.inner.metadata(path).await
     }
 
-    async fn list(&self, path: &VirtualPath) -> Result<Vec<DirEntry>, StorageError> {
+    async fn list(&self, path: &VirtualPath) -> Result<Box<dyn Listing>, StorageError> {
         self.inner.list(path).await
     }
 

@@ -17,7 +17,7 @@ use crate::data::{
 };
 use crate::listing::{ls_line, mlsx_line};
 use crate::session::{Session, Transfer, TransferError};
-use crate::storage::{DirEntry, UploadMode, VirtualPath};
+use crate::storage::{DirEntry, Listed, Listing, UploadMode, VirtualPath};
 use crate::tls::{Direction, MaybeTls, Resumed, SessionTls};
 
 /// What a transfer future needs from the session, copied so the future borrows nothing.
@@ -366,25 +366,21 @@ async fn finish(
 async fn entries(
     s: &mut Session,
     arg: Option<&str>,
-) -> io::Result<Option<(VirtualPath, Vec<DirEntry>)>> {
+) -> io::Result<Option<(VirtualPath, Box<dyn Listing>)>> {
     let Some(storage) = storage(s).await? else {
         return Ok(None);
     };
     let path = arg.map_or_else(|| s.cwd.clone(), |a| s.resolve(a));
     let listed = match storage.metadata(&path).await {
         Ok(meta) if meta.is_dir => storage.list(&path).await,
-        Ok(metadata) => Ok(vec![DirEntry {
+        Ok(metadata) => Ok(Box::new(Listed(Some(vec![DirEntry {
             name: path.file_name().to_string(),
             metadata,
-        }]),
+        }]))) as Box<dyn Listing>),
         Err(err) => Err(err),
     };
     match listed {
-        // A name with a line break could forge listing lines; such names are not shown.
-        Ok(mut list) => {
-            list.retain(|e| !e.name.contains(['\r', '\n']));
-            Ok(Some((path, list)))
-        }
+        Ok(listing) => Ok(Some((path, listing))),
         Err(err) => {
             s.storage_error(err).await?;
             Ok(None)
@@ -392,25 +388,19 @@ async fn entries(
     }
 }
 
+/// Listing lines are sent in writes of about this many bytes.
+const LISTING_CHUNK: usize = 64 * 1024;
+
+/// Turns one entry into its listing line.
+type Format = Box<dyn Fn(&DirEntry) -> String + Send>;
+
 pub(super) async fn list(s: &mut Session, arg: Option<&str>) -> io::Result<()> {
-    let Some((path, list)) = entries(s, arg).await? else {
-        return Ok(());
-    };
     let now = SystemTime::now();
-    send_listing(
-        s,
-        "LIST",
-        &path,
-        list.iter().map(|e| ls_line(e, now)).collect(),
-    )
-    .await
+    send_listing(s, "LIST", arg, Box::new(move |e| ls_line(e, now))).await
 }
 
 pub(super) async fn nlst(s: &mut Session, arg: Option<&str>) -> io::Result<()> {
-    let Some((path, list)) = entries(s, arg).await? else {
-        return Ok(());
-    };
-    send_listing(s, "NLST", &path, list.into_iter().map(|e| e.name).collect()).await
+    send_listing(s, "NLST", arg, Box::new(|e| e.name.clone())).await
 }
 
 /// MLSD lists a directory only; on a file it is 501 (RFC 3659 section 7.2).
@@ -422,54 +412,89 @@ pub(super) async fn mlsd(s: &mut Session, arg: Option<&str>) -> io::Result<()> {
             .reply(501, "MLSD needs a directory; use MLST for a file")
             .await;
     }
-    let Some((path, list)) = entries(s, arg).await? else {
-        return Ok(());
-    };
     let (writable, facts) = (s.writable(), s.mlst_facts);
-    let lines = list
-        .iter()
-        .map(|e| mlsx_line(&e.name, &e.metadata, writable, facts))
-        .collect();
-    send_listing(s, "MLSD", &path, lines).await
+    let format = move |e: &DirEntry| mlsx_line(&e.name, &e.metadata, writable, facts);
+    send_listing(s, "MLSD", arg, Box::new(format)).await
 }
+
+/// Most entries STAT shows over the control connection; LIST has no such limit.
+const STAT_MAX_ENTRIES: usize = 10_000;
 
 /// STAT with a path: the `ls -l` listing over the control connection (RFC 959 4.1.3).
 pub(super) async fn stat_path(s: &mut Session, arg: &str) -> io::Result<()> {
-    let Some((path, list)) = entries(s, Some(arg)).await? else {
+    let Some((path, mut listing)) = entries(s, Some(arg)).await? else {
         return Ok(());
     };
     let now = SystemTime::now();
     let mut lines = vec![format!("Status of {path}:")];
-    lines.extend(list.iter().map(|e| ls_line(e, now)));
+    let mut shown = 0;
+    loop {
+        match listing.next_batch().await {
+            Ok(Some(batch)) => {
+                for entry in batch.iter().filter(|e| listable(e)) {
+                    if shown == STAT_MAX_ENTRIES {
+                        lines.push(format!(
+                            "(only the first {STAT_MAX_ENTRIES} entries are shown; use LIST)"
+                        ));
+                        break;
+                    }
+                    lines.push(ls_line(entry, now));
+                    shown += 1;
+                }
+                if shown == STAT_MAX_ENTRIES {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(err) => return s.storage_error(err).await,
+        }
+    }
     lines.push("End of status".to_string());
     s.send(Reply::multi(213, lines)).await
 }
 
+/// A name with a line break could forge listing lines; such names are not shown.
+fn listable(entry: &DirEntry) -> bool {
+    !entry.name.contains(['\r', '\n'])
+}
+
+/// Sends a listing over the data connection batch by batch, so its size does not matter.
 async fn send_listing(
     s: &mut Session,
     verb: &'static str,
-    path: &VirtualPath,
-    lines: Vec<String>,
+    arg: Option<&str>,
+    format: Format,
 ) -> io::Result<()> {
+    let Some((path, mut listing)) = entries(s, arg).await? else {
+        return Ok(());
+    };
     let Some(channel) = take_channel(s).await? else {
         return Ok(());
     };
-    let mut body = Vec::with_capacity(lines.iter().map(|l| l.len() + 2).sum());
-    for line in &lines {
-        body.extend_from_slice(line.as_bytes());
-        body.extend_from_slice(b"\r\n");
-    }
     s.reply(150, "Here comes the directory listing").await?;
     let (params, started) = (DataParams::of(s), Instant::now());
     let outcome = s
         .run_transfer(|cancel| {
             until_aborted(cancel, async move {
                 let mut stream = params.connect(channel, Direction::Download).await?;
+                let (mut sent, mut body) = (0, Vec::new());
+                while let Some(batch) = listing.next_batch().await? {
+                    for entry in batch.iter().filter(|e| listable(e)) {
+                        body.extend_from_slice(format(entry).as_bytes());
+                        body.extend_from_slice(b"\r\n");
+                        if body.len() >= LISTING_CHUNK {
+                            stream.write_all(&body).await?;
+                            sent += body.len() as u64;
+                            body.clear();
+                        }
+                    }
+                }
                 stream.write_all(&body).await?;
+                sent += body.len() as u64;
                 stream.shutdown().await?;
-                Ok(body.len() as u64)
+                Ok(sent)
             })
         })
         .await?;
-    finish(s, verb, path, started, outcome).await
+    finish(s, verb, &path, started, outcome).await
 }

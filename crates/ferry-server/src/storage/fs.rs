@@ -16,7 +16,9 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::quota::Usage;
 
-use super::{DirEntry, Download, Metadata, Storage, StorageError, Upload, UploadMode, VirtualPath};
+use super::{
+    DirEntry, Download, Listing, Metadata, Storage, StorageError, Upload, UploadMode, VirtualPath,
+};
 
 /// Prefix of the temporary sibling a replacing upload is written to.
 const TEMP_PREFIX: &str = ".ferry-upload-";
@@ -64,13 +66,70 @@ fn convert(meta: &cap_std::fs::Metadata) -> Metadata {
     }
 }
 
-fn list_dir(home: &Dir, path: &str) -> Result<Vec<DirEntry>, StorageError> {
-    let mut entries = Vec::new();
-    for entry in home.read_dir(path)? {
+/// Directories with at most this many entries are listed sorted by name; larger ones are sent
+/// in directory order, this many entries at a time, so memory stays bounded.
+pub const SORTED_LISTING_MAX: usize = 10_000;
+
+/// A directory on disk being listed; each batch is read on a blocking thread.
+struct FsListing {
+    home: Arc<Dir>,
+    /// The directory's path relative to the home (to follow symlinks inside it).
+    path: String,
+    /// `None` once the end was reached.
+    entries: Option<cap_std::fs::ReadDir>,
+    /// The first batch is sorted when it holds the whole directory.
+    first: bool,
+}
+
+impl std::fmt::Debug for FsListing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsListing")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Listing for FsListing {
+    async fn next_batch(&mut self) -> Result<Option<Vec<DirEntry>>, StorageError> {
+        let Some(mut entries) = self.entries.take() else {
+            return Ok(None);
+        };
+        let (home, path) = (Arc::clone(&self.home), self.path.clone());
+        let (batch, entries) = tokio::task::spawn_blocking(move || {
+            let batch = read_batch(&home, &path, &mut entries, SORTED_LISTING_MAX);
+            (batch, entries)
+        })
+        .await
+        .map_err(|err| StorageError::Io(io::Error::other(err)))?;
+        let (mut batch, more) = batch?;
+        if more {
+            self.entries = Some(entries);
+        } else if self.first {
+            batch.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        self.first = false;
+        Ok(Some(batch))
+    }
+}
+
+/// Reads up to `max` entries; the flag says whether more may follow. Symlinks are followed
+/// inside the home, and one that leads out (or nowhere) is not listed; neither are the
+/// temporary files of uploads in progress.
+fn read_batch(
+    home: &Dir,
+    path: &str,
+    entries: &mut cap_std::fs::ReadDir,
+    max: usize,
+) -> Result<(Vec<DirEntry>, bool), StorageError> {
+    let mut batch = Vec::new();
+    for entry in entries.by_ref() {
         let entry = entry?;
+        if is_temp(&entry) {
+            continue;
+        }
         let name = entry.file_name().to_string_lossy().into_owned();
         let meta = match entry.file_type() {
-            // Follow links inside the home; one that leads out (or nowhere) is not listed.
             Ok(t) if t.is_symlink() => match home.metadata(Path::new(path).join(&name)) {
                 Ok(meta) => meta,
                 Err(_) => continue,
@@ -80,13 +139,15 @@ fn list_dir(home: &Dir, path: &str) -> Result<Vec<DirEntry>, StorageError> {
                 Err(_) => continue,
             },
         };
-        entries.push(DirEntry {
+        batch.push(DirEntry {
             name,
             metadata: convert(&meta),
         });
+        if batch.len() == max {
+            return Ok((batch, true));
+        }
     }
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(entries)
+    Ok((batch, false))
 }
 
 fn open_at(home: &Dir, path: &str, offset: u64) -> Result<std::fs::File, StorageError> {
@@ -122,6 +183,15 @@ fn walk(
                 visit(&dir, &entry)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Names starting like an upload's temporary file are the server's: a client may not create
+/// one (it would be hidden, and removed as a leftover after a crash).
+fn refuse_reserved(path: &VirtualPath) -> Result<(), StorageError> {
+    if path.file_name().starts_with(TEMP_PREFIX) {
+        return Err(StorageError::InvalidName);
     }
     Ok(())
 }
@@ -367,9 +437,16 @@ impl Storage for FsStorage {
             .await
     }
 
-    async fn list(&self, path: &VirtualPath) -> Result<Vec<DirEntry>, StorageError> {
+    async fn list(&self, path: &VirtualPath) -> Result<Box<dyn Listing>, StorageError> {
         let rel = path.relative().to_string();
-        self.blocking(move |home| list_dir(home, &rel)).await
+        let path = rel.clone();
+        let entries = self.blocking(move |home| Ok(home.read_dir(rel)?)).await?;
+        Ok(Box::new(FsListing {
+            home: Arc::clone(&self.home),
+            path,
+            entries: Some(entries),
+            first: true,
+        }))
     }
 
     async fn read(&self, path: &VirtualPath, offset: u64) -> Result<Download, StorageError> {
@@ -385,6 +462,7 @@ impl Storage for FsStorage {
         path: &VirtualPath,
         mode: UploadMode,
     ) -> Result<Box<dyn Upload>, StorageError> {
+        refuse_reserved(path)?;
         let path = path.clone();
         let (file, target) = self
             .blocking(move |home| start_upload(home, &path, mode))
@@ -402,6 +480,7 @@ impl Storage for FsStorage {
         if path.is_root() {
             return Err(StorageError::AlreadyExists);
         }
+        refuse_reserved(path)?;
         let rel = path.relative().to_string();
         self.blocking(move |home| Ok(home.create_dir(rel)?)).await
     }
@@ -438,6 +517,7 @@ impl Storage for FsStorage {
         if from.is_root() || to.is_root() {
             return Err(StorageError::PermissionDenied);
         }
+        refuse_reserved(to)?;
         let (from, to) = (from.relative().to_string(), to.relative().to_string());
         self.blocking(move |home| Ok(home.rename(from, home, to)?))
             .await
@@ -560,6 +640,68 @@ mod tests {
         assert_eq!(get(&storage, "f", 0).await, b"new");
     }
 
+    /// Every name a listing gives, batch by batch.
+    async fn batches(storage: &FsStorage, path: &str) -> Vec<Vec<String>> {
+        let mut listing = storage.list(&vpath(path)).await.unwrap();
+        let mut out = Vec::new();
+        while let Some(batch) = listing.next_batch().await.unwrap() {
+            out.push(batch.into_iter().map(|e| e.name).collect());
+        }
+        out
+    }
+
+    async fn names(storage: &FsStorage, path: &str) -> Vec<String> {
+        batches(storage, path).await.concat()
+    }
+
+    #[tokio::test]
+    async fn small_directories_are_listed_sorted_without_upload_temporaries() {
+        let tmp = tempfile::tempdir().unwrap();
+        for name in ["b", "a", "c", ".ferry-upload-0123"] {
+            std::fs::write(tmp.path().join(name), b"x").unwrap();
+        }
+        let storage = FsStorage::open(tmp.path()).unwrap();
+        assert_eq!(batches(&storage, "/").await, [["a", "b", "c"]]);
+    }
+
+    #[tokio::test]
+    async fn huge_directories_are_listed_in_bounded_batches_each_entry_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let count = SORTED_LISTING_MAX * 2 + 7;
+        for i in 0..count {
+            std::fs::File::create(tmp.path().join(format!("f{i}"))).unwrap();
+        }
+        let storage = FsStorage::open(tmp.path()).unwrap();
+        let batches = batches(&storage, "/").await;
+        assert!(batches.len() >= 3, "{} batches", batches.len());
+        assert!(batches.iter().all(|b| b.len() <= SORTED_LISTING_MAX));
+        let mut all = batches.concat();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), count);
+    }
+
+    #[tokio::test]
+    async fn clients_cannot_create_names_reserved_for_upload_temporaries() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = FsStorage::open(tmp.path()).unwrap();
+        put(&storage, "f", UploadMode::Replace, b"x").await;
+        let reserved = vpath("sub/.ferry-upload-1");
+        storage.create_dir(&vpath("sub")).await.unwrap();
+        let err = storage
+            .write(&reserved, UploadMode::Replace)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.reply_code(), 553);
+        let err = storage.create_dir(&reserved).await.unwrap_err();
+        assert_eq!(err.reply_code(), 553);
+        let err = storage.rename(&vpath("f"), &reserved).await.unwrap_err();
+        assert_eq!(err.reply_code(), 553);
+        assert_eq!(names(&storage, "sub").await, Vec::<String>::new());
+        assert!(!tmp.path().join("sub/.ferry-upload-1").exists());
+    }
+
     #[tokio::test]
     async fn resume_truncates_to_the_offset_and_continues() {
         let tmp = tempfile::tempdir().unwrap();
@@ -600,7 +742,7 @@ mod tests {
             assert_eq!(err.reply_code(), 550, "{path}: {err:?}");
         }
         assert!(storage.list(&vpath("out")).await.is_err());
-        assert!(storage.list(&VirtualPath::root()).await.unwrap().is_empty());
+        assert!(names(&storage, "/").await.is_empty());
         assert!(
             storage
                 .write(&vpath("out/new"), UploadMode::Replace)

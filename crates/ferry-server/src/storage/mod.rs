@@ -138,6 +138,25 @@ pub struct DirEntry {
     pub metadata: Metadata,
 }
 
+/// A directory being listed. Entries come in batches, so a directory of any size is sent
+/// without ever being held in memory whole.
+#[async_trait]
+pub trait Listing: Send {
+    /// The next entries; `None` once all were given.
+    async fn next_batch(&mut self) -> Result<Option<Vec<DirEntry>>, StorageError>;
+}
+
+/// A listing of entries already at hand (one file, a small directory, tests).
+#[derive(Debug)]
+pub struct Listed(pub Option<Vec<DirEntry>>);
+
+#[async_trait]
+impl Listing for Listed {
+    async fn next_batch(&mut self) -> Result<Option<Vec<DirEntry>>, StorageError> {
+        Ok(self.0.take())
+    }
+}
+
 /// How an upload treats an existing file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UploadMode {
@@ -170,8 +189,9 @@ pub type Download = Box<dyn AsyncRead + Send + Unpin>;
 pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Facts about one path (symlinks followed inside the home).
     async fn metadata(&self, path: &VirtualPath) -> Result<Metadata, StorageError>;
-    /// The entries of a directory, sorted by name.
-    async fn list(&self, path: &VirtualPath) -> Result<Vec<DirEntry>, StorageError>;
+    /// The entries of a directory: sorted by name, except that a very large directory may
+    /// come in the backend's own order so that it is never held in memory whole.
+    async fn list(&self, path: &VirtualPath) -> Result<Box<dyn Listing>, StorageError>;
     /// Opens a file for reading from `offset` (beyond the end: [`StorageError::InvalidOffset`]).
     async fn read(&self, path: &VirtualPath, offset: u64) -> Result<Download, StorageError>;
     /// Starts an upload.
