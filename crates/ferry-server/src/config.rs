@@ -29,6 +29,11 @@ pub struct ServerConfig {
     pub login_fail_delay: Duration,
     /// Failed logins on one connection before it is closed with 421.
     pub max_login_failures: u32,
+    /// Failed logins from one client address (IPv6: one /64), over all its connections,
+    /// after which its logins are refused until `login_block` has passed since the first.
+    pub max_login_failures_per_ip: u32,
+    /// The window `max_login_failures_per_ip` counts in.
+    pub login_block: Duration,
     /// On shutdown, running transfers get this long to finish.
     pub shutdown_grace: Duration,
     /// FTPS: AUTH TLS on plain listeners and implicit-TLS listeners; `None` is plain FTP only.
@@ -53,6 +58,8 @@ impl ServerConfig {
             data_timeout: Duration::from_secs(60),
             login_fail_delay: Duration::from_secs(1),
             max_login_failures: 3,
+            max_login_failures_per_ip: 10,
+            login_block: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
             tls: None,
             require_tls: false,

@@ -10,6 +10,7 @@ pub mod listing;
 pub mod quota;
 mod session;
 pub mod storage;
+pub mod throttle;
 pub mod tls;
 pub mod users;
 

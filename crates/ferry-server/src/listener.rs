@@ -9,7 +9,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,6 +18,7 @@ use crate::config::ServerConfig;
 use crate::data::canonical;
 use crate::quota::QuotaRegistry;
 use crate::session::Session;
+use crate::throttle::LoginThrottle;
 use crate::tls::MaybeTls;
 use crate::users::UserStore;
 
@@ -31,6 +31,8 @@ pub struct Shared {
     pub users: Arc<UserStore>,
     /// Quota usage of every user who logged in, shared by their sessions.
     pub quotas: QuotaRegistry,
+    /// Failed logins per client address, across connections.
+    pub login_throttle: LoginThrottle,
     /// Open sessions, in total and per client address, for the caps.
     counts: Mutex<Counts>,
 }
@@ -121,10 +123,12 @@ pub async fn run(
 ) -> io::Result<()> {
     let grace = config.shutdown_grace;
     let quotas = QuotaRegistry::open(&config.data_dir)?;
+    let login_throttle = LoginThrottle::new(config.max_login_failures_per_ip, config.login_block);
     let shared = Arc::new(Shared {
         config,
         users,
         quotas,
+        login_throttle,
         counts: Mutex::default(),
     });
     let token = CancellationToken::new();
@@ -195,7 +199,7 @@ async fn accept_loop(
                     }
                     None => {
                         warn!(%peer, "session limit reached, refusing");
-                        tokio::spawn(refuse(stream));
+                        refuse(stream);
                     }
                 }
             }
@@ -246,7 +250,8 @@ async fn serve(
         .await;
 }
 
-async fn refuse(mut stream: TcpStream) {
-    let reply = b"421 Too many connections, try again later\r\n";
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(reply)).await;
+/// Says 421 and closes, without a task or a wait: under a connection flood, refused
+/// connections must not pile up. A fresh socket's send buffer takes the line at once.
+fn refuse(stream: TcpStream) {
+    let _ = stream.try_write(b"421 Too many connections, try again later\r\n");
 }

@@ -84,6 +84,8 @@ struct FileSettings {
     shutdown_grace: Option<u64>,
     login_fail_delay_ms: Option<u64>,
     max_login_failures: Option<u32>,
+    max_login_failures_per_ip: Option<u32>,
+    login_block_secs: Option<u64>,
     tls: Option<bool>,
     require_tls: Option<bool>,
     implicit_tls: Option<Vec<SocketAddr>>,
@@ -157,6 +159,12 @@ fn resolve(args: ServeArgs, file: FileSettings) -> anyhow::Result<(Addresses, Se
     }
     if let Some(n) = file.max_login_failures {
         config.max_login_failures = n.max(1);
+    }
+    if let Some(n) = file.max_login_failures_per_ip {
+        config.max_login_failures_per_ip = n.max(1);
+    }
+    if let Some(n) = file.login_block_secs {
+        config.login_block = secs(n);
     }
     let implicit_tls = match (args.implicit_tls, file.implicit_tls) {
         (flags, _) if !flags.is_empty() => flags,

@@ -1,5 +1,6 @@
 //! USER and PASS (RFC 959 4.1.1): argon2id verification off the async threads, the same work
-//! and delay for unknown users and wrong passwords, and 421 after too many failures.
+//! and delay for unknown users and wrong passwords, and 421 after too many failures on one
+//! connection or from one address.
 
 use std::io;
 use std::sync::Arc;
@@ -39,6 +40,16 @@ pub(super) async fn pass(s: &mut Session, password: Password) -> io::Result<Flow
             return Ok(Flow::Continue);
         }
     };
+    if s.shared.login_throttle.is_blocked(s.peer.ip()) {
+        warn!(user = %name, peer = %s.peer, "login refused: too many failures from this address");
+        tokio::time::sleep(s.shared.config.login_fail_delay).await;
+        s.reply(
+            421,
+            "Too many failed logins from your address; try again later",
+        )
+        .await?;
+        return Ok(Flow::Close);
+    }
     let users = Arc::clone(&s.shared.users);
     let check_name = name.clone();
     let account = tokio::task::spawn_blocking(move || users.authenticate(&check_name, &password))
@@ -89,6 +100,7 @@ pub(super) async fn pass(s: &mut Session, password: Password) -> io::Result<Flow
 
 async fn failed(s: &mut Session, name: &str) -> io::Result<Flow> {
     s.failed_logins += 1;
+    s.shared.login_throttle.record_failure(s.peer.ip());
     warn!(user = %name, peer = %s.peer, attempt = s.failed_logins, "login failed");
     tokio::time::sleep(s.shared.config.login_fail_delay).await;
     if s.failed_logins >= s.shared.config.max_login_failures {
