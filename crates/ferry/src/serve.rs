@@ -235,6 +235,8 @@ async fn serve(
     let shutdown = shutdown_signal()?;
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot watch SIGHUP")?;
+    let status = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .context("cannot watch SIGUSR1")?;
     // A write past RLIMIT_FSIZE raises SIGXFSZ, whose default action kills the process and
     // every session with it. With a handler installed the write fails with EFBIG instead,
     // and only that upload is refused (552). tokio keeps the handler for the process's life.
@@ -260,6 +262,7 @@ async fn serve(
             listeners.push(Listener::plain(socket));
         }
     }
+    tokio::spawn(status_on_sigusr1(status));
     tokio::spawn(reload_on_sighup(
         hangup,
         Arc::clone(&users),
@@ -281,6 +284,17 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
             _ = term.recv() => info!("SIGTERM received"),
         }
     })
+}
+
+/// SIGUSR1 logs how many tasks are alive (one per session, transfer and listener, plus a
+/// few), so an operator or a soak test can see that nothing leaks.
+async fn status_on_sigusr1(mut usr1: tokio::signal::unix::Signal) {
+    while usr1.recv().await.is_some() {
+        let tasks = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        info!(tasks, "status");
+    }
 }
 
 /// SIGHUP re-reads users.toml and the TLS certificate; running sessions go on.
