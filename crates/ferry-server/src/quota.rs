@@ -8,6 +8,7 @@
 //! files may be stale and every user is rescanned at their next login.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -181,6 +182,9 @@ pub struct UserQuota {
     file: PathBuf,
     /// Usage, reservations and limits; held only for arithmetic, never across I/O.
     state: Mutex<State>,
+    /// Held across a rename's or delete's look at its target, the change and its settlement,
+    /// so two sessions of the user cannot both count one replaced or deleted file.
+    changes: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -194,6 +198,12 @@ struct State {
     /// The usage file as this server last wrote it; anything else means `ferry user rescan`
     /// (or a person) replaced it, and it is read again at the next login.
     written: Option<FileStamp>,
+    /// Paths with uploads running, and how many of each.
+    uploading: HashMap<String, usize>,
+    /// Something changed a path while an upload to it (or below it) was running, or two
+    /// uploads of one path overlapped: their settlements cannot be trusted, so usage is
+    /// rescanned from disk once no upload is running.
+    tangled: bool,
 }
 
 impl UserQuota {
@@ -205,10 +215,13 @@ impl UserQuota {
             reserved_bytes: 0,
             reserved_files: 0,
             written: None,
+            uploading: HashMap::new(),
+            tangled: false,
         };
         UserQuota {
             file,
             state: Mutex::new(state),
+            changes: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -268,6 +281,68 @@ impl UserQuota {
         if bytes_delta != 0 || files_delta != 0 {
             self.persist(used);
         }
+    }
+
+    /// An upload of `path` begins.
+    fn begin_upload(&self, path: &VirtualPath) {
+        let mut state = self.lock();
+        let running = state
+            .uploading
+            .entry(path.as_str().to_string())
+            .or_default();
+        *running += 1;
+        if *running > 1 {
+            state.tangled = true;
+        }
+    }
+
+    /// `path` is renamed, replaced or deleted: if an upload runs there or below, usage will be
+    /// rescanned once uploads are over.
+    fn note_change(&self, path: &VirtualPath) {
+        let mut state = self.lock();
+        let dir = format!("{}/", path.as_str().trim_end_matches('/'));
+        if state
+            .uploading
+            .keys()
+            .any(|running| running == path.as_str() || running.starts_with(&dir))
+        {
+            state.tangled = true;
+        }
+    }
+
+    /// An upload of `path` ended (after settling); true when it was the last one running and
+    /// usage must be rescanned.
+    fn end_upload(&self, path: &VirtualPath) -> bool {
+        let mut state = self.lock();
+        if let Some(running) = state.uploading.get_mut(path.as_str()) {
+            *running -= 1;
+            if *running == 0 {
+                state.uploading.remove(path.as_str());
+            }
+        }
+        let rescan = state.tangled && state.uploading.is_empty();
+        if rescan {
+            state.tangled = false;
+        }
+        rescan
+    }
+
+    /// Usage as a scan found it. An upload that began during the scan may be counted by both,
+    /// so it makes the next end of uploads rescan again.
+    fn rescanned(&self, used: Usage) {
+        {
+            let mut state = self.lock();
+            state.used = used;
+            if !state.uploading.is_empty() {
+                state.tangled = true;
+            }
+        }
+        info!(
+            bytes = used.bytes,
+            files = used.files,
+            "quota usage rescanned after concurrent changes"
+        );
+        self.persist(used);
     }
 
     fn persist(&self, used: Usage) {
@@ -468,6 +543,7 @@ impl Storage for QuotaStorage {
             self.quota
                 .settle(0, 0, i128::from(kept) - i128::from(old), 0);
         }
+        self.quota.begin_upload(path);
         Ok(Box::new(QuotaUpload {
             inner: Some(upload),
             quota: Arc::clone(&self.quota),
@@ -492,6 +568,8 @@ impl Storage for QuotaStorage {
     }
 
     async fn remove_file(&self, path: &VirtualPath) -> Result<(), StorageError> {
+        let _changing = self.quota.changes.lock().await;
+        self.quota.note_change(path);
         let len = self.file_len(path).await;
         self.inner.remove_file(path).await?;
         if let Some(len) = len {
@@ -501,6 +579,9 @@ impl Storage for QuotaStorage {
     }
 
     async fn rename(&self, from: &VirtualPath, to: &VirtualPath) -> Result<(), StorageError> {
+        let _changing = self.quota.changes.lock().await;
+        self.quota.note_change(from);
+        self.quota.note_change(to);
         // Renaming over an existing file replaces it: its bytes and its count are freed.
         let replaced = if from == to {
             None
@@ -572,6 +653,22 @@ impl QuotaUpload {
         self.reserved = 0;
         self.creates_file = false;
     }
+
+    /// Marks the upload over; when it was tangled with other changes and the last running,
+    /// usage must be rescanned from disk: the returned future does it.
+    fn end(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
+        self.quota
+            .end_upload(&self.path)
+            .then(|| rescan_usage(Arc::clone(&self.storage), Arc::clone(&self.quota)))
+    }
+}
+
+/// Replaces a user's usage with a scan of their files.
+async fn rescan_usage(storage: Arc<dyn Storage>, quota: Arc<UserQuota>) {
+    match storage.scan().await {
+        Ok(used) => quota.rescanned(used),
+        Err(err) => warn!(%err, "cannot rescan quota usage"),
+    }
 }
 
 impl AsyncWrite for QuotaUpload {
@@ -626,6 +723,9 @@ impl Upload for QuotaUpload {
                 let fallback = self.kept + self.written;
                 let len = remaining_len(Arc::clone(&self.storage), self.path.clone(), false).await;
                 self.settle(Some(len.unwrap_or(fallback)), true);
+                if let Some(rescan) = self.end() {
+                    rescan.await;
+                }
                 Ok(())
             }
             Err(err) => {
@@ -633,6 +733,9 @@ impl Upload for QuotaUpload {
                     remaining_len(Arc::clone(&self.storage), self.path.clone(), self.replaces)
                         .await;
                 self.settle(len, len.is_some());
+                if let Some(rescan) = self.end() {
+                    rescan.await;
+                }
                 Err(err)
             }
         }
@@ -652,6 +755,9 @@ impl Upload for QuotaUpload {
         }
         let len = remaining_len(Arc::clone(&self.storage), self.path.clone(), self.replaces).await;
         self.settle(len, len.is_some());
+        if let Some(rescan) = self.end() {
+            rescan.await;
+        }
     }
 }
 
@@ -682,6 +788,11 @@ impl Drop for QuotaUpload {
             let len = (!self.replaces && (self.written > 0 || !self.creates_file))
                 .then_some(self.kept + self.written);
             self.settle(len, len.is_some());
+            if let Some(rescan) = self.end()
+                && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            {
+                runtime.spawn(rescan);
+            }
         }
     }
 }

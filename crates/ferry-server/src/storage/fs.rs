@@ -240,7 +240,14 @@ pub fn scan_home(home: &Path) -> io::Result<Usage> {
 #[derive(Debug)]
 enum Target {
     /// A temporary sibling renamed over `target` on commit (replacing an existing file).
-    Temp { temp: String, target: String },
+    /// Both are names inside `dir`, the parent directory opened at the start: if it is
+    /// renamed meanwhile, the replacement still lands beside its old file, and a failed or
+    /// abandoned upload still finds its temporary file to remove.
+    Temp {
+        dir: Arc<Dir>,
+        temp: String,
+        target: String,
+    },
     /// The file itself; `created` identifies the file when this upload made it, so that it
     /// can be removed on abort if still empty (and still the file under that name).
     InPlace {
@@ -295,10 +302,19 @@ fn start_upload(
                 Err(err) => return Err(err.into()),
             }
             let parent = path.parent();
-            let temp = parent.join(&format!("{TEMP_PREFIX}{}", random_suffix()));
-            let temp = temp.relative().to_string();
-            let file = home.open_with(&temp, opts.create_new(true))?;
-            Ok((file.into_std(), Target::Temp { temp, target: rel }))
+            let dir = if parent.is_root() {
+                home.try_clone()?
+            } else {
+                home.open_dir(parent.relative())?
+            };
+            let temp = format!("{TEMP_PREFIX}{}", random_suffix());
+            let file = dir.open_with(&temp, opts.create_new(true))?;
+            let target = Target::Temp {
+                dir: Arc::new(dir),
+                temp,
+                target: path.file_name().to_string(),
+            };
+            Ok((file.into_std(), target))
         }
         UploadMode::ResumeAt(offset) => {
             let file = home.open_with(&rel, opts.create(offset == 0))?;
@@ -376,11 +392,11 @@ impl AsyncWrite for FsUpload {
 impl Upload for FsUpload {
     async fn commit(mut self: Box<Self>) -> Result<(), StorageError> {
         self.file.flush().await?;
-        if let Target::Temp { temp, target } = &self.target {
+        if let Target::Temp { dir, temp, target } = &self.target {
             // The replacement must be on disk before it takes the old file's name.
             self.file.sync_all().await?;
-            let (home, temp, target) = (Arc::clone(&self.home), temp.clone(), target.clone());
-            tokio::task::spawn_blocking(move || home.rename(&temp, &home, &target))
+            let (dir, temp, target) = (Arc::clone(dir), temp.clone(), target.clone());
+            tokio::task::spawn_blocking(move || dir.rename(&temp, &dir, &target))
                 .await
                 .map_err(|err| StorageError::Io(io::Error::other(err)))??;
         }
@@ -405,7 +421,12 @@ impl Drop for FsUpload {
             return;
         }
         let leftover = match &self.target {
-            Target::Temp { temp, .. } => Some(temp),
+            Target::Temp { dir, temp, .. } => {
+                if let Err(err) = dir.remove_file(temp) {
+                    tracing::warn!(%err, temp, "could not remove an aborted upload");
+                }
+                None
+            }
             // Only if the name still holds the empty file this upload made: a concurrent
             // upload of the same name may have replaced it with a complete one meanwhile.
             Target::InPlace {

@@ -9,6 +9,7 @@ mod client_pyftpdlib;
 mod concurrency;
 mod curl;
 mod echo;
+mod faults;
 mod ftplib;
 mod ftps;
 mod jail;
