@@ -204,6 +204,13 @@ impl Session {
     }
 
     async fn dispatch(&mut self, line: &str) -> io::Result<Flow> {
+        // The codec turned bytes that are not UTF-8 into U+FFFD: two different names would
+        // meet as one (and overwrite each other), so such lines are refused (RFC 2640 wants
+        // UTF-8 paths anyway).
+        if line.contains(char::REPLACEMENT_CHARACTER) {
+            self.reply(501, "Command is not valid UTF-8").await?;
+            return Ok(Flow::Continue);
+        }
         let cmd = match Command::parse(line) {
             Ok(cmd) => cmd,
             Err(err) => {

@@ -642,16 +642,6 @@ impl UserStore {
         }
     }
 
-    /// True when `name` exists and must use TLS; asked at USER so that such an account's
-    /// password is never sent in clear.
-    pub fn requires_tls(&self, name: &str) -> bool {
-        self.reload_if_changed();
-        self.read_cache()
-            .db
-            .get(name)
-            .is_some_and(|entry| entry.require_tls)
-    }
-
     /// True when users.toml has no accounts.
     pub fn is_empty(&self) -> bool {
         self.read_cache().db.is_empty()

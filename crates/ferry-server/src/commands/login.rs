@@ -18,7 +18,9 @@ pub(super) async fn user(s: &mut Session, name: String) -> io::Result<()> {
     if s.is_logged_in() {
         return s.reply(530, "Already logged in; cannot change user").await;
     }
-    if !s.control_is_tls() && (s.shared.config.require_tls || s.shared.users.requires_tls(&name)) {
+    // The server-wide rule is the same for every name. An account's own rule is checked at
+    // PASS, after the password: answering it here would tell a prober which names exist.
+    if !s.control_is_tls() && s.shared.config.require_tls {
         return s
             .reply(530, "TLS required: use AUTH TLS before logging in")
             .await;
@@ -59,6 +61,12 @@ pub(super) async fn pass(s: &mut Session, password: Password) -> io::Result<Flow
     let Some(account) = account else {
         return failed(s, &name).await;
     };
+    if account.require_tls && !s.control_is_tls() {
+        warn!(user = %name, peer = %s.peer, "login refused: the account requires TLS");
+        s.reply(530, "TLS required for this account: use AUTH TLS, and change the password if it crossed the network in clear")
+            .await?;
+        return Ok(Flow::Continue);
+    }
     let home = account.home.clone();
     let storage: Arc<dyn Storage> = match tokio::task::spawn_blocking(move || {
         FsStorage::open(&home)

@@ -64,7 +64,7 @@ pub(crate) fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<ExitSt
 }
 
 /// A running `ferry serve`; killed on drop, so a failing test leaves no process behind.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     /// The addresses from the "ferry serving FTP on ADDR" lines, in order.
     addrs: Vec<SocketAddr>,
@@ -76,7 +76,7 @@ struct Server {
 
 impl Server {
     /// `ferry serve --data DATA ARGS...`, waiting until it announced `listeners` addresses.
-    fn start(data: &Path, args: &[&str], listeners: usize) -> Server {
+    pub(crate) fn start(data: &Path, args: &[&str], listeners: usize) -> Server {
         let mut serve_args = vec!["serve"];
         serve_args.extend_from_slice(args);
         let mut child = ferry_command(data, &serve_args)
@@ -125,8 +125,13 @@ impl Server {
         server
     }
 
-    fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addrs[0]
+    }
+
+    /// The process id, to read its memory use from /proc.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// What the process printed so far, for assertion messages.

@@ -1178,7 +1178,7 @@ async fn require_tls_refuses_clear_logins_and_clear_data() {
 
 /// Sets `require_tls = true` on `user` in DATA/users.toml, replacing the file atomically as
 /// `ferry user` does.
-fn require_tls_for(server: &TestServer, user: &str) {
+pub(crate) fn require_tls_for(server: &TestServer, user: &str) {
     let path = server.data.path().join("users.toml");
     let mut doc: toml::Table = toml::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
     doc.get_mut("users")
@@ -1209,10 +1209,20 @@ async fn per_user_require_tls_refuses_that_user_in_clear_while_others_log_in() {
 
     require_tls_for(&server, "alice");
     let mut plain = Raw::greeted(server.addr()).await;
+    // USER answers every name alike (no hint which accounts exist or need TLS); a wrong
+    // password gets the usual 530, the right one a 530 that says TLS is required.
     let r = plain.cmd("USER alice").await;
-    assert_eq!(r.0, 530, "USER alice in clear after require_tls: {r:?}");
+    assert_eq!(
+        r,
+        plain.cmd("USER nobody").await,
+        "USER of a TLS account vs unknown"
+    );
+    assert_eq!(plain.cmd("PASS wrong").await.0, 530);
+    assert_eq!(plain.cmd("USER alice").await.0, 331);
     let r = plain.cmd("PASS alice-pw").await;
-    assert_ne!(r.0, 230, "{r:?}");
+    assert_eq!(r.0, 530, "{r:?}");
+    assert!(r.1.contains("TLS required"), "{r:?}");
+    assert_eq!(plain.cmd("PWD").await.0, 530, "logged in after all");
     // bob is not concerned: clear login and clear data.
     let mut bob = Raw::login(server.addr(), "bob", "bob-pw").await;
     bob.stor("clear.txt", b"bob in clear").await;

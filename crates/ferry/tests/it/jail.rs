@@ -1,5 +1,6 @@
 //! Confinement: whatever path a client sends, nothing outside its home is read, listed,
-//! created, changed, renamed or deleted, and symlinks that lead out are refused and not shown.
+//! created, changed, renamed or deleted, and symlinks that lead out are refused and not shown,
+//! even when they are swapped in while a transfer resolves its path.
 //!
 //! Every test plants marker files outside alice's home (in the data directory above `home/`,
 //! in `home/` itself, in bob's home and in an unrelated temporary directory), drives alice's
@@ -10,6 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tempfile::TempDir;
 use testkit::TestServer;
@@ -323,7 +327,111 @@ fn traversal_paths(jail: &Jail) -> Vec<Vec<u8>> {
     paths.push(b"..\xc0\xaf..\xc0\xafsecret.txt".to_vec());
     paths.push(b"\xe0\x80\xae\xe0\x80\xae/secret.txt".to_vec());
     paths.push(b"..\xff/secret.txt".to_vec());
+    paths.extend(encoded_traversals());
+    paths.extend(odd_paths(jail).into_iter().map(String::into_bytes));
+    // Distinct strings only, in a stable order.
+    let mut seen = BTreeSet::new();
+    paths.retain(|p| seen.insert(p.clone()));
     paths
+}
+
+/// Spellings of `..` that a decoding layer (URL, UTF-8, Unicode folding) might turn into
+/// the real thing, as raw bytes (overlong UTF-8 is not valid UTF-8, so not a `str`).
+const DOT_DOTS: &[&[u8]] = &[
+    b"..",
+    b"%2e%2e",
+    b"%2E%2E",
+    b".%2e",
+    b"%2e.",
+    b"%252e%252e",
+    b"%25252e%25252e",
+    b"%u002e%u002e",
+    b"\xc0\xae\xc0\xae",
+    b"\xe0\x80\xae\xe0\x80\xae",
+    b"\xf0\x80\x80\xae\xf0\x80\x80\xae",
+    b"%c0%ae%c0%ae",
+    b"%e0%80%ae%e0%80%ae",
+    "\u{ff0e}\u{ff0e}".as_bytes(),
+    "\u{2024}\u{2024}".as_bytes(),
+    "\u{fe52}\u{fe52}".as_bytes(),
+    b"...",
+    b"....",
+];
+
+/// Spellings of `/`, likewise.
+const SLASHES: &[&[u8]] = &[b"/", b"\\", b"%2f", b"%5c", b"%252f", b"\xc0\xaf", b"//"];
+
+/// Every `..` spelling with every separator, climbing to the data directory's marker or over
+/// to bob's home; and each spelling as a trailing component and before a NUL.
+fn encoded_traversals() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for (i, dots) in DOT_DOTS.iter().enumerate() {
+        for (j, slash) in SLASHES.iter().enumerate() {
+            let up = [*dots, *slash].concat();
+            // Alternately two levels up to the data directory's marker and over to bob's.
+            out.push(if (i + j) % 2 == 0 {
+                [up.repeat(2), b"secret.txt".to_vec()].concat()
+            } else {
+                [&up[..], b"bob", slash, b"victim.txt"].concat()
+            });
+        }
+        // A trailing `..` and a NUL after the dots.
+        out.push([*dots, b"/", *dots].concat());
+        out.push([*dots, b"\0/secret.txt"].concat());
+    }
+    out
+}
+
+/// Absolute paths into the system, names at and over the length limits, and paths through
+/// the symlinks [`plant_links`] puts in alice's home (intermediate directories that lead out).
+fn odd_paths(jail: &Jail) -> Vec<String> {
+    let data = jail.server.data.path().display().to_string();
+    let mut out: Vec<String> = [
+        "//etc/passwd",
+        "///..//..//secret.txt",
+        "/./../.././secret.txt",
+        "/etc/shadow",
+        "/proc/self/environ",
+        "/proc/self/cwd/secret.txt",
+        "/proc/self/root/etc/passwd",
+        "/dev/zero",
+        "C:secret.txt",
+        "..\\",
+        "\\\\?\\C:\\secret.txt",
+        "ftp://127.0.0.1/../secret.txt",
+        ". ./secret.txt",
+        ".. /secret.txt",
+        "out_dir/secret.txt",
+        "/out_dir/sub/inner.txt",
+        "out_dir/../out_dir/secret.txt",
+        "top/secret.txt",
+        "/top/users.toml",
+        "up/secret.txt",
+        "up/bob/victim.txt",
+        "/up/bob/dir/inner.txt",
+        "bobs/victim.txt",
+        "/bobs/dir/inner.txt",
+        "bob_victim/../victim.txt",
+        "sub/deeper/escape/victim.txt",
+        "/sub/deeper/escape/dir/inner.txt",
+        "escape/victim.txt",
+        "in_dir/../../secret.txt",
+        "in_dir/deeper/escape/victim.txt",
+        "root/etc/passwd",
+        "loop_a/secret.txt",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    out.push(format!("/proc/self/root{data}/secret.txt"));
+    out.push("n".repeat(255));
+    out.push("n".repeat(256));
+    out.push("n".repeat(4000));
+    out.push(format!("../{}", "n".repeat(255)));
+    out.push(format!("{}/../../secret.txt", "n".repeat(255)));
+    out.push(format!("{}secret.txt", "d/".repeat(1995)));
+    out.push(format!("{}/secret.txt", "..".repeat(1990)));
+    out
 }
 
 /// Commands answering about a path on the control connection.
@@ -398,17 +506,20 @@ async fn attack(c: &mut Raw, jail: &Jail, ids: &BTreeSet<(u64, u64)>, base: &str
     assert_eq!(c.cmd("NOOP").await.0, 200, "session broken by {show:?}");
 }
 
-#[tokio::test]
-async fn traversal_paths_cannot_leave_the_home() {
+/// Sends every `share`-th traversal path (from `first` on) at a jail of its own, with
+/// symlinks leading out planted in the home; returns how many distinct paths there are.
+async fn attack_share(first: usize, share: usize) -> usize {
     let jail = Jail::new();
+    plant_links(&jail);
     let before = jail.outside_state();
     let ids = jail.outside_inodes();
     let paths = traversal_paths(&jail);
-    assert!(paths.len() >= 20);
     let mut c = Raw::login(jail.server.addr(), "alice", "alice-pw").await;
     for base in ["/", "/sub/deeper"] {
         assert_eq!(c.cmd(format!("CWD {base}")).await.0, 250);
-        for path in &paths {
+        // From the deeper base only what climbs lexically, where the depth makes a difference.
+        let from_here = |p: &&Vec<u8>| base == "/" || p.windows(2).any(|w| w == b"..");
+        for path in paths.iter().skip(first).step_by(share).filter(from_here) {
             attack(&mut c, &jail, &ids, base, path).await;
         }
         assert_eq!(check_pwd(&mut c, &jail).await, base);
@@ -416,6 +527,17 @@ async fn traversal_paths_cannot_leave_the_home() {
     assert_eq!(c.cmd("NOOP").await.0, 200);
     assert_eq!(c.retr("/a.txt").await, ALICE_A);
     jail.assert_outside_unchanged(&before);
+    paths.len()
+}
+
+#[tokio::test]
+async fn traversal_paths_cannot_leave_the_home() {
+    // Two jails side by side: the attacks on one home must run in order (an upload's bytes
+    // are read back), so the list is shared out instead.
+    let counts = tokio::join!(attack_share(0, 2), attack_share(1, 2));
+    let counts = [counts.0, counts.1];
+    assert!(counts.iter().all(|n| *n == counts[0]), "{counts:?}");
+    assert!(counts[0] >= 200, "only {} distinct paths", counts[0]);
 }
 
 #[tokio::test]
@@ -745,4 +867,156 @@ async fn users_cannot_reach_each_others_files() {
         .collect();
     assert_eq!(names, ["dir", "victim.txt"]);
     assert!(before_bob == snapshot(&jail.server.home("bob"), Path::new("/nonexistent")));
+}
+
+/// What alice keeps in a/b/file while the race below swaps its way around it.
+const RACE_INSIDE: &[u8] = b"alice's a/b/file, inside the home";
+
+/// Cycles of the race: each swaps the directory a/b for a link out and back, then the file
+/// a/b/file likewise.
+const RACE_CYCLES: u32 = 1000;
+
+/// Swaps `dir`/b for a symlink to `dir_target` and back, then `dir`/b/file for a symlink to
+/// `dir_target`/file and back, [`RACE_CYCLES`] times. The server may replace the file's link
+/// with a real file meanwhile (a STOR that commits); that is alice's own business and the
+/// swap carries on.
+fn swap_with_links(dir: &Path, dir_target: &Path) -> u32 {
+    use std::os::unix::fs::symlink;
+    let (b, b_away) = (dir.join("b"), dir.join("b.away"));
+    let (file, file_away) = (b.join("file"), b.join("file.away"));
+    let file_target = dir_target.join("file");
+    // Each state is held for a varying fraction of a millisecond (xorshift), so that the
+    // transfers, which take about as long, meet every phase of the swap. Not a wait for
+    // readiness: the race is the point.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut hold = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        std::thread::sleep(Duration::from_micros(x % 800));
+    };
+    let mut cycles = 0;
+    while cycles < RACE_CYCLES {
+        fs::rename(&b, &b_away).unwrap();
+        symlink(dir_target, &b).unwrap();
+        hold();
+        fs::remove_file(&b).unwrap();
+        fs::rename(&b_away, &b).unwrap();
+        hold();
+        if fs::rename(&file, &file_away).is_ok() {
+            let linked = symlink(&file_target, &file).is_ok();
+            hold();
+            if linked && fs::symlink_metadata(&file).is_ok_and(|m| m.file_type().is_symlink()) {
+                fs::remove_file(&file).unwrap();
+            }
+            fs::rename(&file_away, &file).unwrap();
+            hold();
+        }
+        cycles += 1;
+    }
+    cycles
+}
+
+/// Sets its flag when dropped.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How the transfers of one client ended, by final reply code.
+type Outcomes = BTreeMap<u16, u32>;
+
+/// Downloads a/b/file until `done`: every download is (a prefix of) alice's bytes, and no
+/// reply names anything outside.
+async fn retr_while_swapping(jail: &Jail, done: &AtomicBool) -> Outcomes {
+    let ids = jail.outside_inodes();
+    let mut c = Raw::login(jail.server.addr(), "alice", "alice-pw").await;
+    let mut outcomes = Outcomes::new();
+    while !done.load(Ordering::Relaxed) {
+        let t = c.transfer("RETR a/b/file", None).await;
+        let what = "RETR during the swap";
+        check_received(jail, &ids, what, &t.data);
+        for reply in std::iter::once(&t.first).chain(&t.last) {
+            check_received(jail, &ids, what, reply.1.as_bytes());
+        }
+        // A download may meet the file while the other client creates it anew (when the
+        // swap had moved it away): then it gets a part of alice's bytes, never other bytes.
+        assert!(RACE_INSIDE.starts_with(&t.data), "{what}: {t:?}");
+        assert!(
+            t.code() == 226 || (t.code() >= 400 && t.code() != 421),
+            "{what}: {t:?}"
+        );
+        *outcomes.entry(t.code()).or_default() += 1;
+    }
+    outcomes
+}
+
+/// Uploads alice's bytes to a/b/file until `done`.
+async fn stor_while_swapping(jail: &Jail, done: &AtomicBool) -> Outcomes {
+    let mut c = Raw::login(jail.server.addr(), "alice", "alice-pw").await;
+    let mut outcomes = Outcomes::new();
+    while !done.load(Ordering::Relaxed) {
+        let t = c.transfer("STOR a/b/file", Some(RACE_INSIDE)).await;
+        assert!(
+            t.code() == 226 || (t.code() >= 400 && t.code() != 421),
+            "{t:?}"
+        );
+        *outcomes.entry(t.code()).or_default() += 1;
+    }
+    outcomes
+}
+
+#[tokio::test]
+async fn swapping_a_directory_or_file_for_a_symlink_out_mid_transfer_never_crosses() {
+    let jail = Jail::new();
+    let a = jail.alice().join("a");
+    fs::create_dir_all(a.join("b")).unwrap();
+    fs::write(a.join("b").join("file"), RACE_INSIDE).unwrap();
+    // Where the links point: a directory outside with a file of the same name.
+    let target = jail.outside.path().join("race");
+    fs::create_dir(&target).unwrap();
+    fs::write(target.join("file"), SECRET_OUTSIDE).unwrap();
+    let before = jail.outside_state();
+    let outside_inodes = inodes(jail.outside.path());
+
+    let done = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (a, target, done) = (a.clone(), target.clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            // Set however the swap ends, so the clients stop even if it panics.
+            let _done = SetOnDrop(done);
+            swap_with_links(&a, &target)
+        })
+    };
+    let (retrs, stors) = tokio::join!(
+        retr_while_swapping(&jail, &done),
+        stor_while_swapping(&jail, &done)
+    );
+    assert_eq!(swapper.join().unwrap(), RACE_CYCLES);
+
+    jail.assert_outside_unchanged(&before);
+    assert_eq!(inodes(jail.outside.path()), outside_inodes);
+    assert_eq!(fs::read(target.join("file")).unwrap(), SECRET_OUTSIDE);
+    assert_eq!(fs::read(a.join("b").join("file")).unwrap(), RACE_INSIDE);
+    // No upload left a temporary file behind, wherever its directory was when it ended.
+    let mut left: Vec<String> = fs::read_dir(a.join("b"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["file"]);
+    // Both sides of the race happened: transfers that went through and ones the links
+    // stopped.
+    for (what, outcomes) in [("RETR", &retrs), ("STOR", &stors)] {
+        let ok = outcomes.get(&226).copied().unwrap_or(0);
+        let refused: u32 = outcomes
+            .iter()
+            .filter(|(c, _)| **c != 226)
+            .map(|(_, n)| n)
+            .sum();
+        assert!(ok > 0 && refused > 0, "{what}: {outcomes:?}");
+    }
 }

@@ -498,6 +498,38 @@ async fn commands_pipelined_behind_a_transfer_run_after_it() {
     c.expect_closed().await;
 }
 
+/// Verbs a client may use before logging in: login, TLS negotiation and session
+/// information (the login gate in the session).
+const ALLOWED_BEFORE_LOGIN: &[&str] = &[
+    "USER", "PASS", "QUIT", "FEAT", "SYST", "HELP", "NOOP", "AUTH", "PBSZ", "PROT", "CCC", "OPTS",
+];
+
+/// Well-formed arguments (each with its leading space) for every verb HELP lists, so that the
+/// login gate, not the parser, answers.
+fn well_formed(verb: &str) -> Option<&'static [&'static str]> {
+    Some(match verb {
+        "ABOR" | "CDUP" | "EPSV" | "PASV" | "PWD" | "STOU" | "XCUP" | "XPWD" => &[""],
+        "LIST" | "NLST" | "MLSD" | "MLST" | "STAT" => &["", " x"],
+        "APPE" | "DELE" | "HASH" | "MD5" | "MDTM" | "MKD" | "MMD5" | "RETR" | "RMD" | "RNFR"
+        | "RNTO" | "SIZE" | "STOR" | "XCRC" | "XMD5" | "XMKD" | "XRMD" | "XSHA1" | "XSHA512" => {
+            &[" x"]
+        }
+        "XSHA256" => &[" x", " x 0 1"],
+        "CWD" | "XCWD" => &[" /"],
+        "ACCT" => &[" x"],
+        "ALLO" => &[" 10"],
+        "EPRT" => &[" |1|127.0.0.1|5000|"],
+        "MODE" => &[" S"],
+        "PORT" => &[" 127,0,0,1,4,0"],
+        "RANG" => &[" 0 1"],
+        "REST" => &[" 1"],
+        "SITE" => &[" HELP", " QUOTA"],
+        "STRU" => &[" F"],
+        "TYPE" => &[" I"],
+        _ => return None,
+    })
+}
+
 #[tokio::test]
 async fn commands_before_login_get_530() {
     let server = TestServer::start();
@@ -520,6 +552,45 @@ async fn commands_before_login_get_530() {
     }
     assert_eq!(c.cmd("NOOP").await.0, 200);
     assert_eq!(c.cmd("SYST").await.0, 215);
+
+    // Every verb the server lists in HELP: a verb added later without a line here fails.
+    let (code, help) = c.cmd("HELP").await;
+    assert_eq!(code, 214, "{help}");
+    // The verbs are on the lines between "The following commands are recognized:" and "Help OK".
+    let lines: Vec<&str> = help.lines().collect();
+    let verbs: Vec<&str> = lines[1..lines.len() - 1]
+        .iter()
+        .flat_map(|l| l.split_whitespace())
+        .collect();
+    assert!(verbs.len() > 50, "{help}");
+    for verb in &verbs {
+        if ALLOWED_BEFORE_LOGIN.contains(verb) {
+            continue;
+        }
+        let args = well_formed(verb).unwrap_or_else(|| panic!("no well-formed {verb} line"));
+        for arg in args {
+            let r = c.cmd(format!("{verb}{arg}")).await;
+            assert_eq!(r.0, 530, "{verb}{arg}: {r:?}");
+        }
+    }
+    // The allowed ones are answered (AUTH and PBSZ/PROT/CCC by what TLS offers).
+    for cmd in [
+        "FEAT",
+        "SYST",
+        "HELP",
+        "NOOP",
+        "OPTS UTF8 ON",
+        "AUTH TLS",
+        "PBSZ 0",
+        "PROT P",
+        "CCC",
+    ] {
+        let r = c.cmd(cmd).await;
+        assert_ne!(r.0, 530, "{cmd}: {r:?}");
+    }
+    assert_eq!(c.cmd("PASS x").await.0, 503);
+    assert_eq!(c.cmd("USER alice").await.0, 331);
+    assert_eq!(c.cmd("PASS alice-pw").await.0, 230);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1084,4 +1155,36 @@ print(reply())
     assert_eq!(codes[0], "150", "{stdout}");
     // 426 for the cut transfer, then 226 for the ABOR, with no further command sent.
     assert!(codes[1..].contains(&"226"), "{stdout}");
+}
+
+#[tokio::test]
+async fn failed_logins_from_one_address_block_it_across_connections() {
+    let server = TestServer::builder()
+        .user("alice", "alice-pw")
+        .config(|c| {
+            c.max_login_failures = 3;
+            c.max_login_failures_per_ip = 4;
+        })
+        .start();
+    // Three on one connection close it; reconnecting gives the guesser one more try.
+    let mut c = connect_from("127.0.0.1", server.addr()).await;
+    for attempt in 1..=3 {
+        assert_eq!(c.cmd("USER alice").await.0, 331);
+        let expected = if attempt == 3 { 421 } else { 530 };
+        assert_eq!(c.cmd("PASS guess").await.0, expected, "attempt {attempt}");
+    }
+    c.expect_closed().await;
+    let mut c = connect_from("127.0.0.1", server.addr()).await;
+    assert_eq!(c.cmd("USER alice").await.0, 331);
+    assert_eq!(c.cmd("PASS guess").await.0, 530);
+    // Now even the right password is refused from this address, without a hint why beyond
+    // the address; another address logs in as usual.
+    assert_eq!(c.cmd("USER alice").await.0, 331);
+    let (code, text) = c.cmd("PASS alice-pw").await;
+    assert_eq!(code, 421, "{text}");
+    assert!(text.contains("address"), "{text}");
+    c.expect_closed().await;
+    let mut other = connect_from("127.0.0.2", server.addr()).await;
+    assert_eq!(other.cmd("USER alice").await.0, 331);
+    assert_eq!(other.cmd("PASS alice-pw").await.0, 230);
 }
