@@ -33,6 +33,11 @@ pub struct Shared {
     pub quotas: QuotaRegistry,
     /// Failed logins per client address, across connections.
     pub login_throttle: LoginThrottle,
+    /// Password checks that may run at once. Each argon2id check takes its memory cost
+    /// (19 MiB by default) and a core for tens of milliseconds: unbounded, a burst of logins
+    /// (or of probes for unknown names) took gigabytes that the allocator then kept, and
+    /// starved the sessions already logged in.
+    pub password_checks: tokio::sync::Semaphore,
     /// Open sessions, in total and per client address, for the caps.
     counts: Mutex<Counts>,
 }
@@ -124,11 +129,14 @@ pub async fn run(
     let grace = config.shutdown_grace;
     let quotas = QuotaRegistry::open(&config.data_dir)?;
     let login_throttle = LoginThrottle::new(config.max_login_failures_per_ip, config.login_block);
+    // One core is left for the sessions' I/O.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shared = Arc::new(Shared {
         config,
         users,
         quotas,
         login_throttle,
+        password_checks: tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1)),
         counts: Mutex::default(),
     });
     let token = CancellationToken::new();

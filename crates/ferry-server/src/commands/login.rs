@@ -54,10 +54,16 @@ pub(super) async fn pass(s: &mut Session, password: Password) -> io::Result<Flow
     }
     let users = Arc::clone(&s.shared.users);
     let check_name = name.clone();
-    let account = tokio::task::spawn_blocking(move || users.authenticate(&check_name, &password))
-        .await
-        .ok()
-        .flatten();
+    let account = {
+        // Never closed, so acquiring cannot fail; if it did, the login fails.
+        let Ok(_permit) = s.shared.password_checks.acquire().await else {
+            return failed(s, &name).await;
+        };
+        tokio::task::spawn_blocking(move || users.authenticate(&check_name, &password))
+            .await
+            .ok()
+            .flatten()
+    };
     let Some(account) = account else {
         return failed(s, &name).await;
     };
