@@ -2,6 +2,7 @@
 # exit, a `bench` user with a random password, and a server on 127.0.0.1:0.
 #   bench_setup NAME TOOL...      checks tools, builds; sets ferry, work, data, password, home
 #   bench_start_server [FLAGS...] starts `ferry serve`; sets server, addr (log in $work/serve.log)
+#   bench_stop_server             stops it (SIGTERM), so that the next scenario gets a fresh one
 
 bench_setup() {
   bench_name=$1
@@ -32,6 +33,14 @@ bench_cleanup() {
     wait "$server" 2>/dev/null || true
   fi
   rm -rf "$work"
+}
+
+bench_stop_server() {
+  if [ -n "$server" ]; then
+    kill "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+    server=""
+  fi
 }
 
 bench_start_server() {
