@@ -327,16 +327,9 @@ impl UserQuota {
         rescan
     }
 
-    /// Usage as a scan found it. An upload that began during the scan may be counted by both,
-    /// so it makes the next end of uploads rescan again.
+    /// Usage as a scan found it (taken while no upload ran and nothing else could change).
     fn rescanned(&self, used: Usage) {
-        {
-            let mut state = self.lock();
-            state.used = used;
-            if !state.uploading.is_empty() {
-                state.tangled = true;
-            }
-        }
+        self.lock().used = used;
         info!(
             bytes = used.bytes,
             files = used.files,
@@ -518,18 +511,34 @@ impl Storage for QuotaStorage {
         path: &VirtualPath,
         mode: UploadMode,
     ) -> Result<Box<dyn Upload>, StorageError> {
+        // Registered before the target is looked at, and under the lock renames and deletes
+        // hold, so a change to the path between the look and the start marks it tangled.
+        let changing = self.quota.changes.lock().await;
+        self.quota.begin_upload(path);
         let before = self.file_len(path).await;
         let creates_file = before.is_none();
-        if creates_file {
-            self.quota.try_reserve_file().map_err(StorageError::Quota)?;
-        }
-        let upload = match self.inner.write(path, mode).await {
+        let opened = if creates_file {
+            self.quota.try_reserve_file().map_err(StorageError::Quota)
+        } else {
+            Ok(())
+        };
+        let opened = match opened {
+            Ok(()) => self.inner.write(path, mode).await.inspect_err(|_| {
+                self.quota.settle(0, u64::from(creates_file), 0, 0);
+            }),
+            Err(err) => Err(err),
+        };
+        let upload = match opened {
             Ok(upload) => upload,
             Err(err) => {
-                self.quota.settle(0, u64::from(creates_file), 0, 0);
+                drop(changing);
+                if self.quota.end_upload(path) {
+                    rescan_usage(Arc::clone(&self.inner), Arc::clone(&self.quota)).await;
+                }
                 return Err(err);
             }
         };
+        drop(changing);
         // What stays on disk if the upload goes no further: nothing new for a replacement
         // (it goes to a temporary file), the kept prefix for a resume, the file for an append.
         let (kept, credit) = match (mode, before) {
@@ -543,7 +552,6 @@ impl Storage for QuotaStorage {
             self.quota
                 .settle(0, 0, i128::from(kept) - i128::from(old), 0);
         }
-        self.quota.begin_upload(path);
         Ok(Box::new(QuotaUpload {
             inner: Some(upload),
             quota: Arc::clone(&self.quota),
@@ -664,7 +672,17 @@ impl QuotaUpload {
 }
 
 /// Replaces a user's usage with a scan of their files.
+/// Holds the lock renames, deletes and upload starts take, so nothing moves while the tree
+/// is walked; if an upload started meanwhile, its end rescans instead.
 async fn rescan_usage(storage: Arc<dyn Storage>, quota: Arc<UserQuota>) {
+    let _changing = quota.changes.lock().await;
+    {
+        let mut state = quota.lock();
+        if !state.uploading.is_empty() {
+            state.tangled = true;
+            return;
+        }
+    }
     match storage.scan().await {
         Ok(used) => quota.rescanned(used),
         Err(err) => warn!(%err, "cannot rescan quota usage"),

@@ -6,6 +6,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
@@ -21,7 +22,21 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `ferry ARGS... --data DATA`.
 fn ferry_command(data: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    wrapped_command(&[], data, args)
+}
+
+/// `PREFIX... ferry ARGS... --data DATA`: `ferry` run by a wrapper command such as
+/// `prlimit --fsize=N --` (none when `prefix` is empty).
+fn wrapped_command(prefix: &[&str], data: &Path, args: &[&str]) -> Command {
+    let exe = env!("CARGO_BIN_EXE_ferry");
+    let mut cmd = match prefix.split_first() {
+        Some((program, rest)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(rest).arg(exe);
+            cmd
+        }
+        None => Command::new(exe),
+    };
     cmd.env_remove("FERRY_DATA")
         .env_remove("RUST_LOG")
         .args(args)
@@ -77,9 +92,20 @@ pub(crate) struct Server {
 impl Server {
     /// `ferry serve --data DATA ARGS...`, waiting until it announced `listeners` addresses.
     pub(crate) fn start(data: &Path, args: &[&str], listeners: usize) -> Server {
+        Server::start_wrapped(&[], data, args, listeners)
+    }
+
+    /// `PREFIX... ferry serve --data DATA ARGS...`, `ferry` run by a wrapper command such as
+    /// `prlimit --fsize=N --`; otherwise as [`Server::start`].
+    pub(crate) fn start_wrapped(
+        prefix: &[&str],
+        data: &Path,
+        args: &[&str],
+        listeners: usize,
+    ) -> Server {
         let mut serve_args = vec!["serve"];
         serve_args.extend_from_slice(args);
-        let mut child = ferry_command(data, &serve_args)
+        let mut child = wrapped_command(prefix, data, &serve_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -149,6 +175,30 @@ impl Server {
             l.strip_prefix("Created user 'admin' with password: ")
                 .map(|p| p.trim().to_owned())
         })
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub(crate) fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Whether the process still runs.
+    pub(crate) fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// How the process ended (waiting a little for it), with what it printed: for the message
+    /// of a test whose server went away.
+    pub(crate) fn obituary(&mut self) -> String {
+        let status = match wait_for_exit(&mut self.child, Duration::from_secs(5)) {
+            None => "still running".to_string(),
+            Some(status) => match status.signal() {
+                Some(signal) => format!("killed by signal {signal}"),
+                None => format!("exited with {status}"),
+            },
+        };
+        format!("ferry serve {status}\n{}", self.output())
     }
 
     fn sigterm(&self) {
@@ -252,7 +302,7 @@ fn login(addr: SocketAddr, user: &str, password: &str) -> u16 {
 }
 
 /// Runs a `ferry` command that should end by itself, with `stdin`; kills it after 20 s.
-fn run_to_end(data: &Path, args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
+pub(crate) fn run_to_end(data: &Path, args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
     let mut child = ferry_command(data, args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -11,12 +11,9 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{RecvTimeoutError, channel};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,8 +27,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 use tokio::time::timeout;
 
-use super::binary::{drain, wait_for_exit};
-use super::quota::Rng;
+use super::binary::{Server, run_to_end};
+// `start_upload` sends any transfer command and checks that the transfer started (150).
+use super::quota::{Rng, read_file, site_quota, start_upload as start_transfer, usage_file};
 use super::raw::{Raw, Reply, WAIT};
 
 const USER: &str = "q";
@@ -78,21 +76,13 @@ async fn fresh_login_works(addr: SocketAddr, what: &str) {
     assert_eq!(c.cmd("QUIT").await.0, 221, "{what}: QUIT");
 }
 
-/// Usage as SITE QUOTA reports it (`Bytes: N used ...`, `Files: M used ...`).
-async fn site_quota(c: &mut Raw) -> Usage {
-    let r = c.cmd("SITE QUOTA").await;
-    assert_eq!(r.0, 200, "SITE QUOTA: {r:?}");
-    let number_after = |prefix: &str| -> u64 {
-        r.1.lines()
-            .find_map(|l| l.trim().strip_prefix(prefix))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {prefix:?} number in SITE QUOTA reply {r:?}"))
-    };
-    Usage {
-        bytes: number_after("Bytes:"),
-        files: number_after("Files:"),
-    }
+/// SITE QUOTA in `c` equals a scan of the disk under `home`.
+async fn usage_is_the_disk(c: &mut Raw, home: &Path, what: &str) {
+    assert_eq!(
+        site_quota(c).await,
+        scan_home(home).unwrap(),
+        "{what}: SITE QUOTA against the disk"
+    );
 }
 
 /// Files and directories under `root`, as paths relative to it, depth first. Entries that
@@ -136,17 +126,31 @@ fn temp_files(root: &Path) -> Vec<PathBuf> {
     temps
 }
 
-/// A file's bytes, or `None` when there is no regular file at `path`.
-fn read_file(path: &Path) -> Option<Vec<u8>> {
-    match fs::metadata(path) {
-        Ok(meta) if meta.is_file() => fs::read(path).ok(),
-        _ => None,
-    }
-}
-
 /// Size for messages (never the bytes themselves).
 fn size_of(bytes: Option<&[u8]>) -> String {
     bytes.map_or_else(|| "absent".to_string(), |b| format!("{} bytes", b.len()))
+}
+
+/// `name` under `home` is a file holding exactly `expected`; the message names its size.
+#[track_caller]
+fn assert_holds(home: &Path, name: &str, expected: &[u8], what: &str) {
+    let now = read_file(&home.join(name));
+    assert!(
+        now.as_deref() == Some(expected),
+        "{what} ({name}: {})",
+        size_of(now.as_deref())
+    );
+}
+
+/// What a refused upload of `sent` left under `name`: nothing, or a prefix of what was sent.
+#[track_caller]
+fn partial_left(home: &Path, name: &str, sent: &[u8], round: usize) -> Option<Vec<u8>> {
+    let partial = read_file(&home.join(name));
+    assert!(
+        partial.as_ref().is_none_or(|p| sent.starts_with(p)),
+        "round {round}: {name} is not a prefix of what was sent"
+    );
+    partial
 }
 
 /// Waits until the server has settled after a fault: no temporary upload under the home and
@@ -196,14 +200,6 @@ async fn server_wrote(home: &Path, name: &str, replaces: bool, before: &[PathBuf
     }
 }
 
-/// Sends a transfer command and checks that the transfer started.
-async fn start_transfer(c: &mut Raw, cmd: &str) -> TcpStream {
-    let data = c.open_data().await;
-    let r = c.cmd(cmd).await;
-    assert_eq!(r.0, 150, "{cmd}: {r:?}");
-    data
-}
-
 /// How the client lets go of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Close {
@@ -238,6 +234,14 @@ async fn close_control(mut c: Raw, how: Close) {
             let _ = c.tcp_mut().shutdown().await;
         }
     }
+}
+
+/// Which connections a trial lets go of, and how.
+fn pick_cut(rng: &mut Rng) -> (Cut, Close) {
+    (
+        *rng.pick(&[Cut::Control, Cut::Data, Cut::Both]),
+        *rng.pick(&[Close::Reset, Close::Fin]),
+    )
 }
 
 /// Reads a data connection until the server ends it (EOF or reset); returns what arrived.
@@ -278,8 +282,7 @@ async fn cut_upload_trial(
     let payload = rng.bytes(len);
     let at = rng.range(1, len as u64 - 1) as usize;
     let sent = &payload[..at];
-    let cut = *rng.pick(&[Cut::Control, Cut::Data, Cut::Both]);
-    let how = *rng.pick(&[Close::Reset, Close::Fin]);
+    let (cut, how) = pick_cut(rng);
     let caught_up = rng.below(2) == 0;
     let what = format!(
         "trial {trial}: STOR {name} ({}), {at} of {len} bytes sent{}, then {cut:?} closed by \
@@ -371,10 +374,7 @@ async fn clients_vanishing_mid_upload_leave_old_files_intact_and_partials_as_pre
             assert_eq!(observer.cmd("NOOP").await.0, 200, "{what}: observer");
             fresh_login_works(server.addr(), &what).await;
         }
-        assert_eq!(
-            site_quota(&mut observer).await,
-            scan_home(&server.home(USER)).unwrap()
-        );
+        usage_is_the_disk(&mut observer, &server.home(USER), "after the trials").await;
     })
     .await;
 }
@@ -388,8 +388,7 @@ async fn cut_download_trial(
     content: &[u8],
 ) -> String {
     let at = rng.range(1, content.len() as u64 - 1) as usize;
-    let cut = *rng.pick(&[Cut::Control, Cut::Data, Cut::Both]);
-    let how = *rng.pick(&[Close::Reset, Close::Fin]);
+    let (cut, how) = pick_cut(rng);
     let what =
         format!("trial {trial}: RETR {name}, {at} bytes read, then {cut:?} closed by {how:?}");
     let mut c = session(server.addr()).await;
@@ -441,9 +440,11 @@ async fn clients_vanishing_mid_download_leave_the_file_and_the_server_as_they_we
         for trial in 0..TRIALS {
             let what = cut_download_trial(&server, &mut rng, trial, "big.bin", &content).await;
             assert_eq!(settled(&mut observer, &home, &what).await, before, "{what}");
-            assert!(
-                read_file(&home.join("big.bin")).as_deref() == Some(&content[..]),
-                "{what}: the file changed on disk"
+            assert_holds(
+                &home,
+                "big.bin",
+                &content,
+                &format!("{what}: the file changed on disk"),
             );
             assert_eq!(observer.cmd("NOOP").await.0, 200, "{what}: observer");
             fresh_login_works(server.addr(), &what).await;
@@ -459,118 +460,14 @@ async fn clients_vanishing_mid_download_leave_the_file_and_the_server_as_they_we
 // ---------------------------------------------------------------------------------------------
 // The real `ferry serve` process.
 
-/// A `ferry serve` child on 127.0.0.1:0; killed on drop.
-struct Daemon {
-    child: Child,
-    /// From its "ferry serving FTP on ADDR" line.
-    addr: SocketAddr,
-    /// Its log, for failure messages.
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Daemon {
-    /// `[WRAPPER...] ferry serve --listen 127.0.0.1:0 --data DATA`, once it announced its
-    /// address (blocking: call from `spawn_blocking`).
-    fn start(data: &Path, wrapper: &[&str]) -> Daemon {
-        let exe = env!("CARGO_BIN_EXE_ferry");
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(args).arg(exe);
-                cmd
-            }
-            None => Command::new(exe),
-        };
-        let mut child = cmd
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .env_remove("FERRY_DATA")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (stderr, _) = drain(child.stderr.take().unwrap());
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = channel();
-        // Reads stdout to its end, so the server never writes into a closed pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(addr) = line.strip_prefix("ferry serving FTP on ") {
-                        break addr.trim().parse().unwrap();
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("no serving line in time\n{}", stderr.lock().unwrap())
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = wait_for_exit(&mut child, Duration::from_secs(5));
-                    panic!(
-                        "ferry serve exited ({status:?})\n{}",
-                        stderr.lock().unwrap()
-                    )
-                }
-            }
-        };
-        Daemon {
-            child,
-            addr,
-            stderr,
-        }
-    }
-
-    /// SIGKILL, and waits for the process to be gone.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// Whether the process still runs.
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// How the process ended (waiting a little for it), with its log: for the message of a
-    /// test whose server went away.
-    fn obituary(&mut self) -> String {
-        let status = match wait_for_exit(&mut self.child, Duration::from_secs(5)) {
-            None => "still running".to_string(),
-            Some(status) => match status.signal() {
-                Some(signal) => format!("killed by signal {signal}"),
-                None => format!("exited with {status}"),
-            },
-        };
-        format!(
-            "ferry serve {status}; its log:\n{}",
-            self.stderr.lock().unwrap()
-        )
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts a daemon from async code.
-async fn start_daemon(data: &Path, wrapper: &[&str]) -> Daemon {
+/// `[PREFIX...] ferry serve --listen 127.0.0.1:0 --data DATA` (a wrapper command such as
+/// `prlimit --fsize=N --` in front), once it announced its address; killed on drop.
+async fn start_daemon(data: &Path, prefix: &[&str]) -> Server {
     let data = data.to_path_buf();
-    let wrapper: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
+    let prefix: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
-        let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
-        Daemon::start(&data, &wrapper)
+        let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+        Server::start_wrapped(&prefix, &data, &["--listen", "127.0.0.1:0"], 1)
     })
     .await
     .unwrap()
@@ -587,49 +484,17 @@ fn add_quota_user(data: &Path, quota: (Option<u64>, Option<u64>)) -> PathBuf {
 
 /// `ferry user show q`: the count on its `files:` line (`files:     N / LIMIT`).
 async fn files_shown(data: &Path) -> u64 {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["user", "show", USER, "--data"])
-        .arg(data)
-        .env_remove("FERRY_DATA")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (stdout, out_thread) = drain(child.stdout.take().unwrap());
-    let (stderr, err_thread) = drain(child.stderr.take().unwrap());
-    let status = tokio::task::spawn_blocking(move || {
-        let status = wait_for_exit(&mut child, Duration::from_secs(20));
-        if status.is_none() {
-            let _ = child.kill();
-        }
-        status
-    })
-    .await
-    .unwrap();
-    out_thread.join().unwrap();
-    err_thread.join().unwrap();
-    let (out, err) = (stdout.lock().unwrap(), stderr.lock().unwrap());
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "ferry user show: {status:?}\n{out}\n{err}"
-    );
+    let data = data.to_path_buf();
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || run_to_end(&data, &["user", "show", USER], ""))
+            .await
+            .unwrap();
+    assert_eq!(code, Some(0), "ferry user show\n{out}\n{err}");
     out.lines()
         .find_map(|l| l.strip_prefix("files:"))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no file count in `ferry user show`:\n{out}"))
-}
-
-/// DATA/quota/q.toml, read as plain TOML.
-fn usage_file(data: &Path) -> Option<Usage> {
-    let text = fs::read_to_string(data.join("quota").join(format!("{USER}.toml"))).ok()?;
-    let table: toml::Table = toml::from_str(&text).unwrap();
-    let field = |name: &str| table.get(name)?.as_integer()?.try_into().ok();
-    Some(Usage {
-        bytes: field("bytes")?,
-        files: field("files")?,
-    })
 }
 
 /// Sends `bytes` and then keeps the connection open, as a client in the middle of an upload.
@@ -657,7 +522,7 @@ async fn a_server_killed_mid_upload_restarts_with_files_whole_or_prefixes_and_ex
         let keep = random_bytes(123_457, 0xfa_0031);
         let mut daemon = start_daemon(data, &[]).await;
         {
-            let mut c = session(daemon.addr).await;
+            let mut c = session(daemon.addr()).await;
             c.stor("old.bin", &old).await;
             c.stor("keep.bin", &keep).await;
             assert_eq!(c.cmd("QUIT").await.0, 221);
@@ -685,8 +550,8 @@ async fn a_server_killed_mid_upload_restarts_with_files_whole_or_prefixes_and_ex
                  {new_name} ({b_at} of {b_len}), SIGKILL after {kill_at} written"
             );
             let before = temp_files(&home);
-            let mut over = session(daemon.addr).await;
-            let mut fresh = session(daemon.addr).await;
+            let mut over = session(daemon.addr()).await;
+            let mut fresh = session(daemon.addr()).await;
             let over_data = start_transfer(&mut over, "STOR old.bin").await;
             let new_data = start_transfer(&mut fresh, &format!("STOR {new_name}")).await;
             let writers = [
@@ -702,16 +567,19 @@ async fn a_server_killed_mid_upload_restarts_with_files_whole_or_prefixes_and_ex
             drop((over, fresh));
 
             daemon = start_daemon(data, &[]).await;
-            let mut c = session(daemon.addr).await;
+            let mut c = session(daemon.addr()).await;
             let reported = site_quota(&mut c).await;
-            assert!(
-                read_file(&home.join("old.bin")).as_deref() == Some(&old[..]),
-                "{what}: old.bin is not the old content: {}",
-                size_of(read_file(&home.join("old.bin")).as_deref())
+            assert_holds(
+                &home,
+                "old.bin",
+                &old,
+                &format!("{what}: old.bin is not the old content"),
             );
-            assert!(
-                read_file(&home.join("keep.bin")).as_deref() == Some(&keep[..]),
-                "{what}: keep.bin changed"
+            assert_holds(
+                &home,
+                "keep.bin",
+                &keep,
+                &format!("{what}: keep.bin changed"),
             );
             let new = read_file(&home.join(&new_name));
             assert!(
@@ -731,7 +599,7 @@ async fn a_server_killed_mid_upload_restarts_with_files_whole_or_prefixes_and_ex
             let scanned = scan_home(&home).unwrap();
             assert_eq!(reported, scanned, "{what}: SITE QUOTA after the restart");
             assert_eq!(
-                usage_file(data),
+                usage_file(data, USER),
                 Some(scanned),
                 "{what}: DATA/quota/{USER}.toml after the restart"
             );
@@ -768,7 +636,7 @@ async fn refused_upload(
     c: &mut Raw,
     cmd: &str,
     bytes: &[u8],
-    daemon: Option<&mut Daemon>,
+    daemon: Option<&mut Server>,
 ) -> Reply {
     let mut data = start_transfer(c, cmd).await;
     // The server stops reading once the write fails: write errors are expected.
@@ -778,10 +646,22 @@ async fn refused_upload(
     match c.try_reply().await {
         Ok(Some(r)) => r,
         failed => {
-            let how = daemon.map_or_else(String::new, Daemon::obituary);
+            let how = daemon.map_or_else(String::new, Server::obituary);
             panic!("{cmd}: no reply ({failed:?})\n{how}")
         }
     }
+}
+
+/// Another session goes on: a listing (returned), then a download of `name`, which holds
+/// `content`.
+async fn others_go_on(other: &mut Raw, name: &str, content: &[u8], round: usize) -> Vec<u8> {
+    let t = other.transfer("NLST", None).await;
+    assert_eq!(t.code(), 226, "round {round}: NLST {t:?}");
+    assert!(
+        other.retr(name).await == content,
+        "round {round}: RETR {name}"
+    );
+    t.data
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -798,8 +678,8 @@ async fn uploads_beyond_rlimit_fsize_get_452_or_552_and_the_server_goes_on() {
         fs::write(home.join("big.bin"), &big).unwrap();
         fs::write(home.join("small.bin"), &small).unwrap();
         let mut daemon = start_daemon(data, &["prlimit", &format!("--fsize={LIMIT}"), "--"]).await;
-        let mut other = session(daemon.addr).await;
-        let mut c = session(daemon.addr).await;
+        let mut other = session(daemon.addr()).await;
+        let mut c = session(daemon.addr()).await;
         let mut rng = Rng::new(SEED);
         let mut seen = Vec::new();
         for round in 0..3 {
@@ -812,11 +692,7 @@ async fn uploads_beyond_rlimit_fsize_get_452_or_552_and_the_server_goes_on() {
                 r.0 == 452 || r.0 == 552,
                 "round {round}: {cmd} of {len} bytes over a {LIMIT}-byte RLIMIT_FSIZE: {r:?}"
             );
-            let partial = read_file(&home.join(&name));
-            assert!(
-                partial.as_ref().is_none_or(|p| sent.starts_with(p)),
-                "round {round}: {name} is not a prefix of what was sent"
-            );
+            let partial = partial_left(&home, &name, &sent, round);
             seen.push(format!(
                 "{name}: {r:?}, partial {}",
                 size_of(partial.as_deref())
@@ -829,22 +705,19 @@ async fn uploads_beyond_rlimit_fsize_get_452_or_552_and_the_server_goes_on() {
                 r.0 == 452 || r.0 == 552,
                 "round {round}: STOR small.bin of {len} bytes: {r:?}"
             );
-            assert!(
-                read_file(&home.join("small.bin")).as_deref() == Some(&small[..]),
-                "round {round}: the refused overwrite changed small.bin"
+            assert_holds(
+                &home,
+                "small.bin",
+                &small,
+                &format!("round {round}: the refused overwrite changed small.bin"),
             );
             seen.push(format!("small.bin overwrite: {r:?}"));
 
             // Other sessions go on: a listing and a download by one opened before.
-            let t = other.transfer("NLST", None).await;
-            assert_eq!(t.code(), 226, "round {round}: NLST {t:?}");
-            assert!(String::from_utf8_lossy(&t.data).contains("big.bin"));
-            assert!(
-                other.retr("big.bin").await == big,
-                "round {round}: RETR big.bin"
-            );
+            let listing = others_go_on(&mut other, "big.bin", &big, round).await;
+            assert!(String::from_utf8_lossy(&listing).contains("big.bin"));
             assert!(daemon.alive(), "round {round}: {}", daemon.obituary());
-            fresh_login_works(daemon.addr, &format!("round {round}")).await;
+            fresh_login_works(daemon.addr(), &format!("round {round}")).await;
             settled(&mut other, &home, &format!("round {round}")).await;
         }
         eprintln!("RLIMIT_FSIZE {LIMIT}: {seen:#?}");
@@ -918,9 +791,11 @@ async fn uploads_that_fill_a_small_disk_get_452_and_the_server_goes_on() {
             let len = rng.range(7 << 19, 5 << 20) as usize;
             let r = refused_upload(&mut c, "STOR keep.bin", &rng.bytes(len), None).await;
             assert_eq!(r.0, 452, "round {round}: overwrite with {len} bytes: {r:?}");
-            assert!(
-                read_file(&home.join("keep.bin")).as_deref() == Some(&keep[..]),
-                "round {round}: the refused overwrite changed keep.bin"
+            assert_holds(
+                &home,
+                "keep.bin",
+                &keep,
+                &format!("round {round}: the refused overwrite changed keep.bin"),
             );
             settled(&mut other, &home, &format!("round {round}: overwrite")).await;
 
@@ -930,23 +805,14 @@ async fn uploads_that_fill_a_small_disk_get_452_and_the_server_goes_on() {
             let r = refused_upload(&mut c, &format!("STOR {name}"), &sent, None).await;
             assert_eq!(r.0, 452, "round {round}: STOR {name} of {len} bytes: {r:?}");
             settled(&mut other, &home, &format!("round {round}: new file")).await;
-            let partial = read_file(&home.join(&name));
-            assert!(
-                partial.as_ref().is_none_or(|p| sent.starts_with(p)),
-                "round {round}: {name} is not a prefix of what was sent"
-            );
+            let partial = partial_left(&home, &name, &sent, round);
             seen.push(format!(
                 "{name} ({len} bytes sent): {r:?}, partial {}",
                 size_of(partial.as_deref())
             ));
 
             // Other sessions go on, on a full disk too.
-            let t = other.transfer("NLST", None).await;
-            assert_eq!(t.code(), 226, "round {round}: NLST {t:?}");
-            assert!(
-                other.retr("keep.bin").await == keep,
-                "round {round}: RETR keep.bin"
-            );
+            others_go_on(&mut other, "keep.bin", &keep, round).await;
             fresh_login_works(server.addr(), &format!("round {round}")).await;
             if partial.is_some() {
                 assert_eq!(other.cmd(format!("DELE {name}")).await.0, 250);
@@ -964,6 +830,21 @@ async fn uploads_that_fill_a_small_disk_get_452_and_the_server_goes_on() {
 
 // ---------------------------------------------------------------------------------------------
 // 4. Eight clients store one name at once.
+
+/// Sends `bytes` in pieces of `piece` bytes, letting other tasks run between them, and closes
+/// the data connection: the end of the file. Returns the final reply.
+async fn finish_upload(c: &mut Raw, mut data: TcpStream, bytes: &[u8], piece: usize) -> Reply {
+    for piece in bytes.chunks(piece) {
+        timeout(WAIT, data.write_all(piece))
+            .await
+            .expect("upload stalled")
+            .unwrap();
+        tokio::task::yield_now().await;
+    }
+    data.shutdown().await.unwrap();
+    drop(data);
+    c.reply().await
+}
 
 /// Eight clients, each logged in with its data connection open, send STOR `name` at once
 /// and upload their payload in seeded chunks; returns each one's final reply.
@@ -986,22 +867,13 @@ async fn store_at_once(
             let chunk = rng.range(4 << 10, 256 << 10) as usize;
             tokio::spawn(async move {
                 let mut c = session(addr).await;
-                let mut data = c.open_data().await;
+                let data = c.open_data().await;
                 ready.wait().await;
                 let first = c.cmd(&cmd).await;
                 if first.0 != 150 {
                     return first;
                 }
-                for piece in payload.chunks(chunk) {
-                    timeout(WAIT, data.write_all(piece))
-                        .await
-                        .expect("upload stalled")
-                        .unwrap();
-                    tokio::task::yield_now().await;
-                }
-                data.shutdown().await.unwrap();
-                drop(data);
-                let last = c.reply().await;
+                let last = finish_upload(&mut c, data, &payload, chunk).await;
                 assert_eq!(c.cmd("QUIT").await.0, 221);
                 last
             })
@@ -1015,8 +887,8 @@ async fn store_at_once(
 }
 
 /// Rounds of eight clients storing one name, existing or not; checks that one whole payload
-/// of a client told 226 is left, and returns the rounds where not every client got 226.
-async fn eight_clients_store_one_name(seed: u64, exists: bool) -> Vec<String> {
+/// of a client told 226 is left, and that every client got 226.
+async fn eight_clients_store_one_name(seed: u64, exists: bool) {
     let server = server();
     let home = server.home(USER);
     let mut observer = session(server.addr()).await;
@@ -1053,44 +925,28 @@ async fn eight_clients_store_one_name(seed: u64, exists: bool) -> Vec<String> {
             now.len(),
             payloads.iter().map(|p| p.len()).collect::<Vec<_>>()
         );
-        assert_eq!(
-            site_quota(&mut observer).await,
-            scan_home(&home).unwrap(),
-            "{what}: SITE QUOTA against the disk"
-        );
+        usage_is_the_disk(&mut observer, &home, &what).await;
         if replies.iter().any(|r| r.0 != 226) {
             not_all_226.push(what);
         }
     }
-    not_all_226
+    assert!(
+        not_all_226.is_empty(),
+        "not every client got 226:\n{}",
+        not_all_226.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_clients_storing_one_new_name_at_once_all_get_226_and_one_payload_wins() {
-    let refused = bounded(
-        Duration::from_secs(60),
-        eight_clients_store_one_name(0xfa_0006, false),
-    )
-    .await;
-    assert!(
-        refused.is_empty(),
-        "not every client got 226:\n{}",
-        refused.join("\n")
-    );
+    let test = eight_clients_store_one_name(0xfa_0006, false);
+    bounded(Duration::from_secs(60), test).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_clients_overwriting_one_name_at_once_all_get_226_and_one_payload_wins() {
-    let refused = bounded(
-        Duration::from_secs(60),
-        eight_clients_store_one_name(0xfa_0007, true),
-    )
-    .await;
-    assert!(
-        refused.is_empty(),
-        "not every client got 226:\n{}",
-        refused.join("\n")
-    );
+    let test = eight_clients_store_one_name(0xfa_0007, true);
+    bounded(Duration::from_secs(60), test).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1270,23 +1126,14 @@ async fn uploader(
         let content = Arc::new(rng.bytes(len));
         known.lock().unwrap().push(Arc::clone(&content));
         let cmd = format!("STOR {}", ftp_path(&target));
-        let mut data = c.open_data().await;
+        let data = c.open_data().await;
         let first = c.cmd(&cmd).await;
         if first.0 != 150 {
             assert_eq!(first.0, 550, "upload {op}: {cmd}: {first:?}");
             done.refused += 1;
             continue;
         }
-        for piece in content.chunks(16 << 10) {
-            timeout(WAIT, data.write_all(piece))
-                .await
-                .expect("upload stalled")
-                .unwrap();
-            tokio::task::yield_now().await;
-        }
-        data.shutdown().await.unwrap();
-        drop(data);
-        let last = c.reply().await;
+        let last = finish_upload(&mut c, data, &content, 16 << 10).await;
         match last.0 {
             226 if over => {
                 done.over_existing += 1;
@@ -1421,102 +1268,77 @@ async fn renames_racing_each_other_and_transfers_lose_no_file_but_those_replaced
 // The races above, one step at a time: each interleaving that the random tests hit, made
 // deterministic (both transfers have started before either ends).
 
-/// Sends all of `bytes` and closes: the end of the file.
-async fn finish_upload(mut data: TcpStream, bytes: &[u8]) {
-    timeout(WAIT, data.write_all(bytes))
-        .await
-        .expect("upload stalled")
-        .unwrap();
-    data.shutdown().await.unwrap();
-}
-
-#[tokio::test]
-async fn two_overwrites_of_one_name_at_once_keep_usage_equal_to_the_disk() {
+/// Runs `body` (for at most 30 s) with the home and two sessions of `q`, `a` and `b`, on a
+/// fresh server; afterwards SITE QUOTA in `a` must equal a scan of the disk.
+async fn in_steps(body: impl AsyncFnOnce(&Path, &mut Raw, &mut Raw)) {
     bounded(Duration::from_secs(30), async {
         let server = server();
         let home = server.home(USER);
         let (mut a, mut b) = (session(server.addr()).await, session(server.addr()).await);
-        a.stor("x", &random_bytes(1_000_000, 0xfa_0090)).await;
-        let (one, two) = (
-            random_bytes(2_000_000, 0xfa_0091),
-            random_bytes(3_000_000, 0xfa_0092),
-        );
-        let data_a = start_transfer(&mut a, "STOR x").await;
-        let data_b = start_transfer(&mut b, "STOR x").await;
-        finish_upload(data_a, &one).await;
-        assert_eq!(a.reply().await.0, 226);
-        finish_upload(data_b, &two).await;
-        assert_eq!(b.reply().await.0, 226);
-        assert!(
-            read_file(&home.join("x")) == Some(two),
-            "x is not the last upload"
-        );
-        assert_eq!(site_quota(&mut a).await, scan_home(&home).unwrap());
+        body(&home, &mut a, &mut b).await;
+        usage_is_the_disk(&mut a, &home, "after both").await;
+    })
+    .await;
+}
+
+/// `N` payloads of 1, 2, ... million bytes, from seeds `seed`, `seed + 1`, ...
+fn payloads<const N: usize>(seed: u64) -> [Vec<u8>; N] {
+    std::array::from_fn(|i| random_bytes((i + 1) * 1_000_000, seed + i as u64))
+}
+
+/// Sends all of `bytes`, closes, and returns the final reply.
+async fn upload_rest(c: &mut Raw, data: TcpStream, bytes: &[u8]) -> Reply {
+    finish_upload(c, data, bytes, bytes.len()).await
+}
+
+/// `RNFR from`, `RNTO to`, both accepted.
+async fn rename(c: &mut Raw, from: &str, to: &str) {
+    assert_eq!(c.cmd(format!("RNFR {from}")).await.0, 350);
+    assert_eq!(c.cmd(format!("RNTO {to}")).await.0, 250);
+}
+
+#[tokio::test]
+async fn two_overwrites_of_one_name_at_once_keep_usage_equal_to_the_disk() {
+    in_steps(async |home, a, b| {
+        let [old, one, two] = payloads(0xfa_0090);
+        a.stor("x", &old).await;
+        let data_a = start_transfer(a, "STOR x").await;
+        let data_b = start_transfer(b, "STOR x").await;
+        assert_eq!(upload_rest(a, data_a, &one).await.0, 226);
+        assert_eq!(upload_rest(b, data_b, &two).await.0, 226);
+        assert_holds(home, "x", &two, "x is not the last upload");
     })
     .await;
 }
 
 #[tokio::test]
 async fn a_file_renamed_away_while_being_replaced_keeps_usage_equal_to_the_disk() {
-    bounded(Duration::from_secs(30), async {
-        let server = server();
-        let home = server.home(USER);
-        let (mut a, mut b) = (session(server.addr()).await, session(server.addr()).await);
-        let (old, new) = (
-            random_bytes(1_000_000, 0xfa_0093),
-            random_bytes(2_000_000, 0xfa_0094),
-        );
+    in_steps(async |home, a, b| {
+        let [old, new] = payloads(0xfa_0093);
         a.stor("x", &old).await;
-        let data = start_transfer(&mut a, "STOR x").await;
-        assert_eq!(b.cmd("RNFR x").await.0, 350);
-        assert_eq!(b.cmd("RNTO y").await.0, 250);
-        finish_upload(data, &new).await;
-        assert_eq!(a.reply().await.0, 226);
-        assert!(
-            read_file(&home.join("x")) == Some(new),
-            "x is not the upload"
-        );
-        assert!(
-            read_file(&home.join("y")) == Some(old),
-            "y is not the old x"
-        );
-        assert_eq!(site_quota(&mut a).await, scan_home(&home).unwrap());
+        let data = start_transfer(a, "STOR x").await;
+        rename(b, "x", "y").await;
+        assert_eq!(upload_rest(a, data, &new).await.0, 226);
+        assert_holds(home, "x", &new, "x is not the upload");
+        assert_holds(home, "y", &old, "y is not the old x");
     })
     .await;
 }
 
 #[tokio::test]
 async fn a_directory_renamed_while_a_file_in_it_is_replaced_leaves_no_temporary_file() {
-    bounded(Duration::from_secs(30), async {
-        let server = server();
-        let home = server.home(USER);
-        let (mut a, mut b) = (session(server.addr()).await, session(server.addr()).await);
-        let (old, new) = (
-            random_bytes(1_000_000, 0xfa_0095),
-            random_bytes(2_000_000, 0xfa_0096),
-        );
+    in_steps(async |home, a, b| {
+        let [old, new] = payloads(0xfa_0095);
         assert_eq!(a.cmd("MKD d").await.0, 257);
         a.stor("d/x", &old).await;
-        let data = start_transfer(&mut a, "STOR d/x").await;
-        assert_eq!(b.cmd("RNFR d").await.0, 350);
-        assert_eq!(b.cmd("RNTO e").await.0, 250);
-        finish_upload(data, &new).await;
-        let r = a.reply().await;
+        let data = start_transfer(a, "STOR d/x").await;
+        rename(b, "d", "e").await;
+        let r = upload_rest(a, data, &new).await;
         // Either outcome is honest: the upload lands in the renamed directory (226), or it
         // fails and the old file stands; neither may leave its temporary file behind.
-        let now = read_file(&home.join("e/x"));
         let expected = if r.0 == 226 { &new } else { &old };
-        assert!(
-            now.as_ref() == Some(expected),
-            "STOR d/x -> {r:?}, but e/x is {}",
-            size_of(now.as_deref())
-        );
-        assert_eq!(
-            temp_files(&home),
-            Vec::<PathBuf>::new(),
-            "STOR d/x -> {r:?}"
-        );
-        assert_eq!(site_quota(&mut a).await, scan_home(&home).unwrap());
+        assert_holds(home, "e/x", expected, &format!("STOR d/x -> {r:?}"));
+        assert_eq!(temp_files(home), Vec::<PathBuf>::new(), "STOR d/x -> {r:?}");
     })
     .await;
 }

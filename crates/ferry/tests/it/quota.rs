@@ -75,7 +75,7 @@ fn parse_site_quota(text: &str) -> Usage {
 }
 
 /// Usage as SITE QUOTA reports it.
-async fn site_quota(c: &mut Raw) -> Usage {
+pub(crate) async fn site_quota(c: &mut Raw) -> Usage {
     let r = c.cmd("SITE QUOTA").await;
     assert_eq!(r.0, 200, "SITE QUOTA: {r:?}");
     parse_site_quota(&r.1)
@@ -87,7 +87,7 @@ fn disk_usage(server: &TestServer, user: &str) -> Usage {
 }
 
 /// DATA/quota/<user>.toml, read as plain TOML (not through the server's own reader).
-fn usage_file(data: &Path, user: &str) -> Option<Usage> {
+pub(crate) fn usage_file(data: &Path, user: &str) -> Option<Usage> {
     let text = fs::read_to_string(data.join("quota").join(format!("{user}.toml"))).ok()?;
     let table: toml::Table = toml::from_str(&text)
         .unwrap_or_else(|err| panic!("usage file is not TOML ({err}): {text:?}"));
@@ -165,7 +165,7 @@ fn quota_left(text: &str) -> (Option<Left>, Option<Left>) {
 }
 
 /// A file's bytes, or `None` when there is no regular file at `path`.
-fn read_file(path: &Path) -> Option<Vec<u8>> {
+pub(crate) fn read_file(path: &Path) -> Option<Vec<u8>> {
     match fs::metadata(path) {
         Ok(meta) if meta.is_file() => Some(fs::read(path).unwrap()),
         _ => None,
@@ -314,7 +314,7 @@ async fn an_overwrite_may_reuse_the_old_files_bytes() {
 
 /// Starts an upload of `data` as `name` and returns the data connection once the server said
 /// 150, without sending a byte.
-async fn start_upload(c: &mut Raw, cmd: &str) -> TcpStream {
+pub(crate) async fn start_upload(c: &mut Raw, cmd: &str) -> TcpStream {
     let data = c.open_data().await;
     let r = c.cmd(cmd).await;
     assert_eq!(r.0, 150, "{cmd}: {r:?}");
