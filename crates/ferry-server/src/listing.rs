@@ -14,7 +14,7 @@ const RECENT: Duration = Duration::from_secs(180 * 24 * 3600);
 pub fn ls_line(entry: &DirEntry, now: SystemTime) -> String {
     let meta = &entry.metadata;
     let mode = meta.mode.unwrap_or(if meta.is_dir { 0o755 } else { 0o644 });
-    let date: DateTime<Utc> = meta.modified.into();
+    let date = utc(meta.modified);
     let recent = match now.duration_since(meta.modified) {
         Ok(age) => age < RECENT,
         Err(ahead) => ahead.duration() < RECENT,
@@ -47,8 +47,21 @@ fn permission_string(mode: u32) -> String {
 
 /// MDTM and the MLSD modify fact: `YYYYMMDDHHMMSS` in UTC (RFC 3659 section 2.3).
 pub fn timeval(time: SystemTime) -> String {
-    let date: DateTime<Utc> = time.into();
-    date.format("%Y%m%d%H%M%S").to_string()
+    utc(time).format("%Y%m%d%H%M%S").to_string()
+}
+
+/// `time` in UTC, clamped to the years 0000 to 9999: a file can carry any time (tmpfs keeps
+/// `touch -d @9000000000000`), chrono panics beyond about 262,000 years, and RFC 3659 times
+/// have four-digit years.
+fn utc(time: SystemTime) -> DateTime<Utc> {
+    /// 0000-01-01T00:00:00Z and 9999-12-31T23:59:59Z.
+    const EARLIEST: i64 = -62_167_219_200;
+    const LATEST: i64 = 253_402_300_799;
+    let secs = match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_secs()).map_or(i64::MIN, |s| -s),
+    };
+    DateTime::from_timestamp(secs.clamp(EARLIEST, LATEST), 0).unwrap_or(DateTime::UNIX_EPOCH)
 }
 
 /// The MLST/MLSD facts ferry knows, in the order they are sent.
@@ -136,6 +149,29 @@ pub fn mlsx_line(name: &str, meta: &Metadata, writable: bool, facts: Facts) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_beyond_four_digit_years_are_clamped_instead_of_panicking() {
+        let far = Duration::from_secs(9_000_000_000_000);
+        let entry = |modified| DirEntry {
+            name: "f".into(),
+            metadata: Metadata {
+                is_dir: false,
+                len: 1,
+                modified,
+                mode: None,
+                unique: None,
+            },
+        };
+        let (future, past) = (SystemTime::UNIX_EPOCH + far, SystemTime::UNIX_EPOCH - far);
+        assert_eq!(timeval(future), "99991231235959");
+        assert_eq!(timeval(past), "00000101000000");
+        assert!(ls_line(&entry(future), SystemTime::now()).contains(" 9999 f"));
+        assert!(
+            mlsx_line("f", &entry(past).metadata, false, Facts::default())
+                .contains("modify=00000101000000;")
+        );
+    }
 
     fn entry(name: &str, is_dir: bool, len: u64, secs: u64, mode: u32) -> DirEntry {
         DirEntry {
