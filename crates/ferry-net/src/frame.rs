@@ -14,6 +14,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Map, Value};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
+/// Bytes in the header length that starts every frame.
+const LENGTH_PREFIX: usize = 4;
+
 /// Default limit for a JSON header.
 pub const MAX_HEADER: usize = 64 * 1024;
 /// Default limit for a body.
@@ -103,6 +106,9 @@ pub struct FrameCodec {
     header: LengthDelimitedCodec,
     max_header: usize,
     max_body: usize,
+    /// The 4-byte length was consumed but its JSON has not fully arrived: `header` keeps that
+    /// state out of sight, and EOF must still see a frame in progress.
+    header_started: bool,
     /// A header read whose body has not fully arrived.
     pending: Option<(Map<String, Value>, usize)>,
 }
@@ -116,7 +122,9 @@ impl FrameCodec {
     /// A codec with explicit limits for the header and the body.
     pub fn with_limits(format: Format, max_header: usize, max_body: usize) -> Self {
         let mut builder = LengthDelimitedCodec::builder();
-        builder.length_field_length(4).max_frame_length(max_header);
+        builder
+            .length_field_length(LENGTH_PREFIX)
+            .max_frame_length(max_header);
         match format {
             Format::Standard => builder.big_endian(),
             Format::Classic => builder.little_endian(),
@@ -126,6 +134,7 @@ impl FrameCodec {
             header: builder.new_codec(),
             max_header,
             max_body,
+            header_started: false,
             pending: None,
         }
     }
@@ -170,9 +179,12 @@ impl Decoder for FrameCodec {
                     FrameError::Io(err)
                 }
             };
+            let length_arrived = self.header_started || buf.len() >= LENGTH_PREFIX;
             let Some(json) = self.header.decode(buf).map_err(oversize)? else {
+                self.header_started = length_arrived;
                 return Ok(None);
             };
+            self.header_started = false;
             let header = match serde_json::from_slice::<Value>(&json) {
                 Ok(Value::Object(map)) => map,
                 Ok(_) => {
@@ -200,7 +212,7 @@ impl Decoder for FrameCodec {
     fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
         match self.decode(buf)? {
             Some(frame) => Ok(Some(frame)),
-            None if buf.is_empty() && self.pending.is_none() => Ok(None),
+            None if buf.is_empty() && self.pending.is_none() && !self.header_started => Ok(None),
             None => Err(FrameError::Truncated),
         }
     }
@@ -396,6 +408,32 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn eof_right_after_the_length_prefix_is_truncated() {
+        let wire = encode(Format::Standard, put_frame());
+        let mut codec = FrameCodec::new(Format::Standard);
+        let mut buf = BytesMut::from(&wire[..4]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(matches!(
+            codec.decode_eof(&mut buf),
+            Err(FrameError::Truncated)
+        ));
+    }
+
+    #[test]
+    fn eof_after_a_whole_frame_and_the_next_length_is_truncated() {
+        let first = encode(Format::Classic, put_frame());
+        let mut wire = first.clone();
+        wire.extend_from_slice(&first[..4]);
+        let mut codec = FrameCodec::new(Format::Classic);
+        assert!(codec.decode(&mut wire).unwrap().is_some());
+        assert!(codec.decode(&mut wire).unwrap().is_none());
+        assert!(matches!(
+            codec.decode_eof(&mut wire),
+            Err(FrameError::Truncated)
+        ));
     }
 
     #[test]

@@ -9,7 +9,9 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::Reply;
 
-/// The longest command line accepted, in bytes, excluding the line ending.
+/// The longest command line accepted, in bytes on the wire, excluding the line ending. The
+/// decoded line holds at most this many characters, but invalid UTF-8 becomes U+FFFD (three
+/// bytes for as little as one), so the `String` itself can be up to three times as long.
 pub const MAX_LINE_LEN: usize = 4096;
 
 const IAC: u8 = 0xFF;

@@ -39,7 +39,12 @@ impl Reply {
     /// space so that none can be mistaken for the closing `code ` line (RFC 959 4.2), and CR/LF
     /// inside text are replaced so a file name can never inject a reply line.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let last = self.lines.len() - 1;
+        // `lines` is public, so it can be empty; that is sent as one empty line, as
+        // `Reply::multi` makes it, rather than underflowing here.
+        let Some(last) = self.lines.len().checked_sub(1) else {
+            out.extend_from_slice(format!("{} \r\n", self.code).as_bytes());
+            return;
+        };
         for (i, line) in self.lines.iter().enumerate() {
             let line = sanitize(line);
             let text = if i == 0 && last > 0 {
@@ -99,5 +104,14 @@ mod tests {
     #[test]
     fn empty_multi_reply_still_encodes_one_line() {
         assert_eq!(Reply::multi(211, vec![]).to_bytes(), b"211 \r\n");
+    }
+
+    #[test]
+    fn reply_built_with_no_lines_encodes_one_empty_line_instead_of_panicking() {
+        let reply = Reply {
+            code: 200,
+            lines: Vec::new(),
+        };
+        assert_eq!(reply.to_bytes(), b"200 \r\n");
     }
 }
