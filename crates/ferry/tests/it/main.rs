@@ -2,13 +2,13 @@
 //! suppaftp, Python's ftplib, curl and lftp, against a real server on 127.0.0.1.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod attacks;
 mod binary;
 mod checksum;
 mod client_ferry;
 mod client_pyftpdlib;
 mod concurrency;
 mod curl;
-mod attacks;
 mod echo;
 mod faults;
 mod ftplib;
