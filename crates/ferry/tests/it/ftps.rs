@@ -380,10 +380,10 @@ impl Ctl {
 
 /// What a child process printed.
 #[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
@@ -402,7 +402,7 @@ impl Run {
 
 /// Runs `command` to its end, killing it after 60 s; `missing` is the panic message when the
 /// program is not installed.
-fn run(command: &mut Command, missing: &str) -> Run {
+pub(crate) fn run(command: &mut Command, missing: &str) -> Run {
     let mut child = match command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -5,10 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{ErrorKind, Read};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use tempfile::TempDir;
 use testkit::{TestServer, random_bytes};
@@ -66,52 +64,18 @@ fn lftp_with(server: &TestServer, user: &str, settings: &str, script: &str) -> R
     );
     // A private HOME: no rc files, bookmarks or history from the machine leak in or out.
     let home = TempDir::new().unwrap();
-    let mut child = match Command::new("lftp")
-        .args(["--norc", "-d", "-c", &commands])
-        .env("HOME", home.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(err) if err.kind() == ErrorKind::NotFound => panic!(
-            "lftp is not installed; run scripts/test, which installs the FTP clients the \
-             interop tests drive"
-        ),
-        Err(err) => panic!("cannot run lftp: {err}"),
-    };
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out.read_to_end(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err.read_to_end(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let run = Run {
-        code: status.and_then(|s| s.code()),
-        stdout: String::from_utf8_lossy(&out_reader.join().unwrap()).into_owned(),
-        stderr: String::from_utf8_lossy(&err_reader.join().unwrap()).into_owned(),
-    };
-    assert!(status.is_some(), "lftp ran for over 60 s:\n{}", run.show());
-    run
+    let run = super::ftps::run(
+        Command::new("lftp")
+            .args(["--norc", "-d", "-c", &commands])
+            .env("HOME", home.path()),
+        "lftp is not installed; run scripts/test, which installs the FTP clients the interop \
+         tests drive",
+    );
+    Run {
+        code: run.code,
+        stdout: run.stdout,
+        stderr: run.stderr,
+    }
 }
 
 /// Runs `script` as alice in passive mode with lftp's defaults.
