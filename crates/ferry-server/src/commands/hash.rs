@@ -254,7 +254,7 @@ async fn compute(
         .read(path, extent.start)
         .await
         .map_err(Failure::Storage)?;
-    let digest = checksum::digest(reader, extent.len, algorithm)
+    let digest = checksum::digest(reader.into_reader(), extent.len, algorithm)
         .await
         .map_err(|err| Failure::Storage(err.into()))?;
     Ok((extent, digest))

@@ -14,10 +14,11 @@ use tracing::{info, warn};
 use super::{storage, writable_storage};
 use crate::data::{
     Convert, CopyError, DataChannel, canonical, check_active_target, copy, listen_passive,
+    send_file,
 };
 use crate::listing::{ls_line, mlsx_line};
 use crate::session::{Session, Transfer, TransferError};
-use crate::storage::{DirEntry, Listed, Listing, UploadMode, VirtualPath};
+use crate::storage::{DirEntry, Download, Listed, Listing, UploadMode, VirtualPath};
 use crate::tls::{Direction, MaybeTls, Resumed, SessionTls};
 
 /// What a transfer future needs from the session, copied so the future borrows nothing.
@@ -169,8 +170,8 @@ pub(super) async fn retr(s: &mut Session, arg: &str) -> io::Result<()> {
     let Some(channel) = take_channel(s).await? else {
         return Ok(());
     };
-    let mut reader = match storage.read(&path, offset).await {
-        Ok(reader) => reader,
+    let download = match storage.read(&path, offset).await {
+        Ok(download) => download,
         Err(err) => return s.storage_error(err).await,
     };
     let convert = match s.transfer_type {
@@ -191,12 +192,19 @@ pub(super) async fn retr(s: &mut Session, arg: &str) -> io::Result<()> {
         .run_transfer(|cancel| {
             until_aborted(cancel, async move {
                 let mut stream = params.connect(channel, Direction::Download).await?;
-                let n = copy(&mut reader, &mut stream, convert, stall)
-                    .await
-                    .map_err(|err| match err {
-                        CopyError::Read(err) => TransferError::Storage(err.into()),
-                        CopyError::Write(err) => TransferError::Data(err),
-                    })?;
+                let sent = match (download, &stream, convert) {
+                    (Download::File(file), MaybeTls::Plain(tcp), Convert::None) => {
+                        send_file(&file, tcp, stall).await
+                    }
+                    (download, _, convert) => {
+                        let mut reader = download.into_reader();
+                        copy(&mut reader, &mut stream, convert, stall).await
+                    }
+                };
+                let n = sent.map_err(|err| match err {
+                    CopyError::Read(err) => TransferError::Storage(err.into()),
+                    CopyError::Write(err) => TransferError::Data(err),
+                })?;
                 stream.shutdown().await?;
                 Ok(n)
             })

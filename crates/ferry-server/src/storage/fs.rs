@@ -475,7 +475,7 @@ impl Storage for FsStorage {
         let file = self
             .blocking(move |home| open_at(home, &rel, offset))
             .await?;
-        Ok(Box::new(tokio::fs::File::from_std(file)))
+        Ok(Download::File(file))
     }
 
     async fn write(
@@ -567,6 +567,7 @@ mod tests {
             .read(&vpath(path), offset)
             .await
             .unwrap()
+            .into_reader()
             .read_to_end(&mut out)
             .await
             .unwrap();

@@ -182,7 +182,32 @@ pub trait Upload: AsyncWrite + Send + Unpin {
 }
 
 /// A readable file positioned at the requested offset.
-pub type Download = Box<dyn AsyncRead + Send + Unpin>;
+pub enum Download {
+    /// A local file: a plain binary download sends it with sendfile(2), from the page cache
+    /// to the socket without a copy through the server.
+    File(std::fs::File),
+    /// Any other source, copied through a buffer.
+    Stream(Box<dyn AsyncRead + Send + Unpin>),
+}
+
+impl std::fmt::Debug for Download {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Download::File(file) => f.debug_tuple("File").field(file).finish(),
+            Download::Stream(_) => f.write_str("Stream(..)"),
+        }
+    }
+}
+
+impl Download {
+    /// The bytes as a stream, whatever the source.
+    pub fn into_reader(self) -> Box<dyn AsyncRead + Send + Unpin> {
+        match self {
+            Download::File(file) => Box::new(tokio::fs::File::from_std(file)),
+            Download::Stream(reader) => reader,
+        }
+    }
+}
 
 /// A user's file space. Every path is virtual and absolute ("/" is the home).
 #[async_trait]
