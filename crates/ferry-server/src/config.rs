@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use crate::tls::Tls;
 
+/// How long a verified login is remembered by default (see `login_cache`).
+pub const DEFAULT_LOGIN_CACHE: Duration = Duration::from_secs(600);
+
 /// Everything a running server needs to know; built by the binary, shared read-only.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -34,6 +37,9 @@ pub struct ServerConfig {
     pub max_login_failures_per_ip: u32,
     /// The window `max_login_failures_per_ip` counts in.
     pub login_block: Duration,
+    /// A login verified with argon2id is accepted again without it for this long (same
+    /// name, password and stored hash); zero: every login pays argon2id.
+    pub login_cache: Duration,
     /// On shutdown, running transfers get this long to finish.
     pub shutdown_grace: Duration,
     /// FTPS: AUTH TLS on plain listeners and implicit-TLS listeners; `None` is plain FTP only.
@@ -60,6 +66,7 @@ impl ServerConfig {
             max_login_failures: 3,
             max_login_failures_per_ip: 10,
             login_block: Duration::from_secs(60),
+            login_cache: DEFAULT_LOGIN_CACHE,
             shutdown_grace: Duration::from_secs(30),
             tls: None,
             require_tls: false,

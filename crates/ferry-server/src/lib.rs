@@ -7,6 +7,7 @@ pub mod config;
 pub mod data;
 pub mod listener;
 pub mod listing;
+pub mod login_cache;
 pub mod quota;
 mod session;
 pub mod storage;

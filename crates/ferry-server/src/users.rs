@@ -17,7 +17,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use argon2::password_hash::{self, PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, PasswordHash, Version};
@@ -27,6 +27,8 @@ use rand::rngs::SysRng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::config::DEFAULT_LOGIN_CACHE;
+use crate::login_cache::VerifiedLogins;
 use crate::quota::Limits;
 
 /// File name of the account database inside the data directory.
@@ -553,6 +555,8 @@ pub struct UserStore {
     path: PathBuf,
     /// The last version read; a lock only for swapping it, never held while hashing.
     cache: RwLock<Cached>,
+    /// Logins verified recently: the repeated-login fast path.
+    verified: VerifiedLogins,
 }
 
 /// One version of users.toml and the stamp that identifies it.
@@ -613,7 +617,14 @@ impl UserStore {
             data_dir,
             path,
             cache: RwLock::new(Cached::new(db, stamp)?),
+            verified: VerifiedLogins::new(DEFAULT_LOGIN_CACHE),
         })
+    }
+
+    /// Remembers verified logins for `ttl` instead of the default (zero: never).
+    pub fn with_login_cache(mut self, ttl: Duration) -> Self {
+        self.verified = VerifiedLogins::new(ttl);
+        self
     }
 
     /// Re-reads users.toml unconditionally (SIGHUP); on error the previous accounts stay.
@@ -624,16 +635,32 @@ impl UserStore {
         Ok(())
     }
 
+    /// The fast path: the account when this exact name, password and stored hash passed
+    /// [`UserStore::authenticate`] recently; `None` means "verify", not "wrong". Cheap (a
+    /// stat of users.toml and an HMAC), so it runs on the async threads.
+    pub fn authenticate_cached(&self, name: &str, pw: &Password) -> Option<Account> {
+        self.reload_if_changed();
+        let (phc, account) = self.lookup(name)?;
+        self.verified.contains(name, &phc, pw).then_some(account)
+    }
+
     /// Checks a login; blocking (one argon2 verification), so call it from spawn_blocking.
     pub fn authenticate(&self, name: &str, pw: &Password) -> Option<Account> {
         self.reload_if_changed();
-        let candidate = self
-            .lookup(name)
-            .and_then(|(phc, account)| Some((PasswordHash::new(&phc).ok()?, account)));
+        let candidate = self.lookup(name).and_then(|(phc, account)| {
+            let hash = PasswordHash::new(&phc).ok()?;
+            Some((hash, phc.clone(), account))
+        });
         // Exactly one verification whatever happens, so timing does not reveal which names
         // exist (or which entries have a broken hash).
         match candidate {
-            Some((hash, account)) => verify_parsed(&hash, pw).then_some(account),
+            Some((hash, phc, account)) => {
+                let ok = verify_parsed(&hash, pw);
+                if ok {
+                    self.verified.insert(name, &phc, pw);
+                }
+                ok.then_some(account)
+            }
             None => {
                 let dummy = self.read_cache().dummy_hash.clone();
                 verify_password(&dummy, pw);

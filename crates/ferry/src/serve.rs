@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// Seconds running transfers get to finish on shutdown.
     #[arg(long, value_name = "SECS")]
     shutdown_grace: Option<u64>,
+    /// Seconds a login verified with argon2id is accepted again without it (same name,
+    /// password and stored hash; 0 = every login pays argon2id). Default 600.
+    #[arg(long, value_name = "SECS")]
+    login_cache_secs: Option<u64>,
     /// Offer FTPS: AUTH TLS on every --listen address (RFC 4217).
     #[arg(long)]
     tls: bool,
@@ -86,6 +90,7 @@ struct FileSettings {
     max_login_failures: Option<u32>,
     max_login_failures_per_ip: Option<u32>,
     login_block_secs: Option<u64>,
+    login_cache_secs: Option<u64>,
     tls: Option<bool>,
     require_tls: Option<bool>,
     implicit_tls: Option<Vec<SocketAddr>>,
@@ -166,6 +171,9 @@ fn resolve(args: ServeArgs, file: FileSettings) -> anyhow::Result<(Addresses, Se
     if let Some(n) = file.login_block_secs {
         config.login_block = secs(n);
     }
+    if let Some(n) = args.login_cache_secs.or(file.login_cache_secs) {
+        config.login_cache = secs(n);
+    }
     let implicit_tls = match (args.implicit_tls, file.implicit_tls) {
         (flags, _) if !flags.is_empty() => flags,
         (_, Some(addrs)) => addrs,
@@ -220,7 +228,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             config.data_dir.display()
         );
     }
-    let users = Arc::new(UserStore::open(&config.data_dir)?);
+    let users = Arc::new(UserStore::open(&config.data_dir)?.with_login_cache(config.login_cache));
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(serve(listen, config, users))
 }

@@ -193,7 +193,11 @@ fn spawn(
     for f in configure {
         f(&mut config);
     }
-    let store = Arc::new(UserStore::open(data).unwrap());
+    let store = Arc::new(
+        UserStore::open(data)
+            .unwrap()
+            .with_login_cache(config.login_cache),
+    );
     // Bound here, before the thread starts, so the address is known and connectable at once.
     let listeners: Vec<_> = listen
         .iter()

@@ -54,7 +54,15 @@ pub(super) async fn pass(s: &mut Session, password: Password) -> io::Result<Flow
     }
     let users = Arc::clone(&s.shared.users);
     let check_name = name.clone();
-    let account = {
+    let cached = users.authenticate_cached(&name, &password);
+    let verified = if cached.is_some() {
+        "cache"
+    } else {
+        "argon2id"
+    };
+    let account = if cached.is_some() {
+        cached
+    } else {
         // Never closed, so acquiring cannot fail; if it did, the login fails.
         let Ok(_permit) = s.shared.password_checks.acquire().await else {
             return failed(s, &name).await;
@@ -101,7 +109,7 @@ pub(super) async fn pass(s: &mut Session, password: Password) -> io::Result<Flow
         }
     };
     let storage = Arc::new(QuotaStorage::new(storage, Arc::clone(&quota)));
-    info!(user = %name, peer = %s.peer, read_only = account.read_only, "login");
+    info!(user = %name, peer = %s.peer, read_only = account.read_only, verified, "login");
     s.login = Login::LoggedIn(LoggedIn {
         account,
         storage,

@@ -407,6 +407,81 @@ fn user_commands_take_effect_without_a_restart() {
     assert_eq!(login(server.addr(), "admin", &password), 230);
 }
 
+/// How each successful login so far was verified, from the server's log, in order.
+fn login_checks(server: &Server) -> Vec<String> {
+    let log = server.stderr.lock().unwrap();
+    log.lines()
+        .filter(|line| line.contains(" login ") || line.ends_with(" login"))
+        .filter_map(|line| {
+            let (_, rest) = line.split_once("verified=")?;
+            Some(rest.split_whitespace().next()?.trim_matches('"').to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn repeated_logins_skip_argon2_until_the_password_changes() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path();
+    fs::write(data.join("ferry.toml"), "login_fail_delay_ms = 50\n").unwrap();
+    let add = run_to_end(
+        data,
+        &["user", "add", "carol", "--password-stdin"],
+        "pw-1\n",
+    );
+    assert_eq!(add.0, Some(0), "{add:?}");
+    let server = Server::start(data, &["--listen", "127.0.0.1:0"], 1);
+    for _ in 0..3 {
+        assert_eq!(login(server.addr(), "carol", "pw-1"), 230);
+    }
+    // A wrong password is never answered from the cache, however often the right one was
+    // seen.
+    assert_eq!(login(server.addr(), "carol", "pw-1 "), 530);
+    assert_eq!(login(server.addr(), "carol", "PW-1"), 530);
+    let passwd = run_to_end(
+        data,
+        &["user", "passwd", "carol", "--password-stdin"],
+        "pw-2\n",
+    );
+    assert_eq!(passwd.0, Some(0), "{passwd:?}");
+    assert_eq!(
+        login(server.addr(), "carol", "pw-1"),
+        530,
+        "old password cached"
+    );
+    assert_eq!(login(server.addr(), "carol", "pw-2"), 230);
+    assert_eq!(login(server.addr(), "carol", "pw-2"), 230);
+    assert_eq!(
+        login_checks(&server),
+        ["argon2id", "cache", "cache", "argon2id", "cache"],
+        "{}",
+        server.output()
+    );
+}
+
+#[test]
+fn login_cache_secs_zero_verifies_every_login() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path();
+    let add = run_to_end(
+        data,
+        &["user", "add", "carol", "--password-stdin"],
+        "pw-1\n",
+    );
+    assert_eq!(add.0, Some(0), "{add:?}");
+    let args = ["--listen", "127.0.0.1:0", "--login-cache-secs", "0"];
+    let server = Server::start(data, &args, 1);
+    for _ in 0..3 {
+        assert_eq!(login(server.addr(), "carol", "pw-1"), 230);
+    }
+    assert_eq!(
+        login_checks(&server),
+        ["argon2id", "argon2id", "argon2id"],
+        "{}",
+        server.output()
+    );
+}
+
 #[test]
 fn sighup_reloads_users_toml_that_looks_unchanged() {
     let dir = TempDir::new().unwrap();
