@@ -7,6 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use ferry_proto::{Command, ControlCodec, HashAlgorithm, LineError, Reply, TransferType};
 use futures_util::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
@@ -66,6 +67,14 @@ pub(crate) enum Transfer<T> {
     /// The control connection closed or broke.
     ControlLost,
 }
+
+/// Initial size of the control connection's read and write buffers: a command line or a
+/// reply rarely needs more, and they grow when one does. (tokio-util's default is 8 KiB each,
+/// half of the memory an idle session may use.)
+const CONTROL_BUFFER: usize = 256;
+
+/// Control buffers larger than this are replaced by fresh small ones once they are empty.
+const CONTROL_BUFFER_KEPT: usize = 4096;
 
 /// One client's session.
 #[derive(Debug)]
@@ -135,7 +144,7 @@ impl Session {
         implicit_tls: bool,
     ) -> Self {
         Session {
-            control: Framed::new(stream, ControlCodec::default()),
+            control: Framed::with_capacity(stream, ControlCodec::default(), CONTROL_BUFFER),
             tls,
             pbsz: implicit_tls,
             protect_data: implicit_tls,
@@ -180,9 +189,25 @@ impl Session {
                 Next::Idle => return self.reply(421, "Idle timeout, closing connection").await,
                 Next::Shutdown => return self.reply(421, "Server shutting down").await,
             };
-            if self.dispatch(&line).await? == Flow::Close {
+            // Boxed: the largest command's state lives on the heap only while it runs, not in
+            // every idle session's task.
+            if Box::pin(self.dispatch(&line)).await? == Flow::Close {
                 return Ok(());
             }
+            self.trim_buffers();
+        }
+    }
+
+    /// Gives back control buffers that a long line or a big reply (STAT of a directory) grew,
+    /// so that an idle session holds a few hundred bytes rather than the largest it has seen.
+    fn trim_buffers(&mut self) {
+        let read = self.control.read_buffer_mut();
+        if read.is_empty() && read.capacity() > CONTROL_BUFFER_KEPT {
+            *read = BytesMut::with_capacity(CONTROL_BUFFER);
+        }
+        let write = self.control.write_buffer_mut();
+        if write.is_empty() && write.capacity() > CONTROL_BUFFER_KEPT {
+            *write = BytesMut::with_capacity(CONTROL_BUFFER);
         }
     }
 
