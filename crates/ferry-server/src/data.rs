@@ -8,15 +8,23 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_proto::ascii::{FromCrlf, ToCrlf};
+use rustix::pipe::{PipeFlags, SpliceFlags, fcntl_setpipe_size, pipe_with, splice};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::{Instant, timeout};
 
+use crate::storage::DirectFile;
+
 /// Size of the buffer one transfer copies through.
 const COPY_BUFFER: usize = 256 * 1024;
+
+/// Capacity asked for the pipe an upload is spliced through: the most one chunk moves.
+const SPLICE_PIPE: usize = 1024 * 1024;
 
 /// Most bytes one sendfile(2) call is asked for; a call moves what the socket's send buffer
 /// takes, so this only bounds how long one call can hold its thread.
@@ -242,6 +250,78 @@ pub async fn send_file(
             Err(err) => return Err(CopyError::Read(err)),
         }
     }
+}
+
+/// Receives a plain binary upload straight into a file with splice(2): socket to a pipe (the
+/// kernel moves the received pages, no copy), then pipe to the file (one copy, into the page
+/// cache) on the blocking pool, in chunks of up to [`SPLICE_PIPE`]. Each chunk is offered to
+/// `accept` (the quota) before it is written; a refusal fails the copy on the write side, as
+/// a refused write would. Returns the bytes received, all of them written.
+pub async fn receive_to_file(
+    stream: &TcpStream,
+    file: DirectFile,
+    mut accept: impl FnMut(u64) -> io::Result<()>,
+    stall: Duration,
+) -> Result<u64, CopyError> {
+    let (pipe_out, pipe_in) =
+        pipe_with(PipeFlags::CLOEXEC).map_err(|err| CopyError::Write(err.into()))?;
+    // A larger pipe means fewer, larger chunks; the default 64 KiB still works.
+    let _ = fcntl_setpipe_size(&pipe_in, SPLICE_PIPE);
+    let DirectFile { fd: file, busy } = file;
+    let mut sink = Some((pipe_out, file));
+    let mut total = 0u64;
+    loop {
+        match timeout(stall, stream.readable()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return Err(CopyError::Read(err)),
+            Err(_) => return Err(CopyError::Read(stalled())),
+        }
+        let received = stream.try_io(Interest::READABLE, || {
+            let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
+            splice(stream, None, &pipe_in, None, SPLICE_PIPE, flags).map_err(io::Error::from)
+        });
+        let n = match received {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(err) => return Err(CopyError::Read(err)),
+        };
+        accept(n as u64).map_err(CopyError::Write)?;
+        let Some((pipe_out, file)) = sink.take() else {
+            unreachable!("the pipe and file come back after every chunk");
+        };
+        // If this transfer is cancelled meanwhile, the write still finishes, and the guard
+        // makes the upload's commit or abort wait for it.
+        let guard = Arc::clone(&busy).lock_owned().await;
+        let (pipe_out, file, written) = tokio::task::spawn_blocking(move || {
+            let written = drain_pipe(&pipe_out, &file, n);
+            drop(guard);
+            (pipe_out, file, written)
+        })
+        .await
+        .map_err(|err| CopyError::Write(io::Error::other(err)))?;
+        written.map_err(CopyError::Write)?;
+        sink = Some((pipe_out, file));
+        total += n as u64;
+    }
+}
+
+/// Moves exactly `n` bytes from a pipe into a file (blocking).
+fn drain_pipe(pipe: &OwnedFd, file: &OwnedFd, mut n: usize) -> io::Result<()> {
+    while n > 0 {
+        match splice(pipe, None, file, None, n, SpliceFlags::MOVE) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "the file took no bytes",
+                ));
+            }
+            Ok(k) => n -= k,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Whether a sendfile(2) error came from the socket rather than the file.

@@ -22,7 +22,7 @@ use tokio::io::AsyncWrite;
 use tracing::{info, warn};
 
 use crate::storage::{
-    Download, Listing, Metadata, Storage, StorageError, Upload, UploadMode, VirtualPath,
+    DirectFile, Download, Listing, Metadata, Storage, StorageError, Upload, UploadMode, VirtualPath,
 };
 use crate::users::{FileStamp, UserError, replace_file, stamp_of};
 
@@ -662,6 +662,20 @@ impl QuotaUpload {
         self.creates_file = false;
     }
 
+    /// Reserves quota for `n` more bytes than written so far; refused past the limit.
+    fn reserve(&mut self, n: u64) -> io::Result<()> {
+        let wanted = (self.written + n).saturating_sub(self.credit);
+        let need = wanted.saturating_sub(self.reserved);
+        if need > 0 {
+            if let Err(exceeded) = self.quota.try_reserve_bytes(need) {
+                self.exceeded = true;
+                return Err(io::Error::other(exceeded));
+            }
+            self.reserved += need;
+        }
+        Ok(())
+    }
+
     /// Marks the upload over; when it was tangled with other changes and the last running,
     /// usage must be rescanned from disk: the returned future does it.
     fn end(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
@@ -696,14 +710,8 @@ impl AsyncWrite for QuotaUpload {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        let wanted = (this.written + buf.len() as u64).saturating_sub(this.credit);
-        let need = wanted.saturating_sub(this.reserved);
-        if need > 0 {
-            if let Err(exceeded) = this.quota.try_reserve_bytes(need) {
-                this.exceeded = true;
-                return Poll::Ready(Err(io::Error::other(exceeded)));
-            }
-            this.reserved += need;
+        if let Err(err) = this.reserve(buf.len() as u64) {
+            return Poll::Ready(Err(err));
         }
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(Err(io::Error::other("upload already finished")));
@@ -732,6 +740,20 @@ impl AsyncWrite for QuotaUpload {
 
 #[async_trait]
 impl Upload for QuotaUpload {
+    fn direct_fd(&self) -> Option<io::Result<DirectFile>> {
+        self.inner.as_ref()?.direct_fd()
+    }
+
+    fn accept_direct(&mut self, n: u64) -> io::Result<()> {
+        self.reserve(n)?;
+        let Some(inner) = self.inner.as_mut() else {
+            return Err(io::Error::other("upload already finished"));
+        };
+        inner.accept_direct(n)?;
+        self.written += n;
+        Ok(())
+    }
+
     async fn commit(mut self: Box<Self>) -> Result<(), StorageError> {
         let Some(inner) = self.inner.take() else {
             return Ok(());

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use super::{storage, writable_storage};
 use crate::data::{
     Convert, CopyError, DataChannel, canonical, check_active_target, copy, listen_passive,
-    send_file,
+    receive_to_file, send_file,
 };
 use crate::listing::{ls_line, mlsx_line};
 use crate::session::{Session, Transfer, TransferError};
@@ -269,12 +269,21 @@ async fn upload(
         .run_transfer(|cancel| async move {
             let received = until_aborted(cancel, async {
                 let mut stream = params.connect(channel, Direction::Upload).await?;
-                let n = copy(&mut stream, &mut *upload, convert, stall)
-                    .await
-                    .map_err(|err| match err {
-                        CopyError::Read(err) => TransferError::Data(err),
-                        CopyError::Write(err) => TransferError::Storage(err.into()),
-                    })?;
+                let direct = match (&stream, &convert) {
+                    (MaybeTls::Plain(_), Convert::None) => upload.direct_fd().transpose()?,
+                    _ => None,
+                };
+                let received = match (direct, &stream) {
+                    (Some(file), MaybeTls::Plain(tcp)) => {
+                        let accept = |n| upload.accept_direct(n);
+                        receive_to_file(tcp, file, accept, stall).await
+                    }
+                    _ => copy(&mut stream, &mut *upload, convert, stall).await,
+                };
+                let n = received.map_err(|err| match err {
+                    CopyError::Read(err) => TransferError::Data(err),
+                    CopyError::Write(err) => TransferError::Storage(err.into()),
+                })?;
                 // Answer the client's close_notify with ours (RFC 8446 6.1); the file is
                 // complete either way, so a client already gone does not fail the upload.
                 let _ = tokio::time::timeout(stall, stream.shutdown()).await;

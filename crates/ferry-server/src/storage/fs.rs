@@ -3,6 +3,7 @@
 //! outside it, whatever the path string says.
 
 use std::io::{self, Seek, SeekFrom};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,7 +18,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use crate::quota::Usage;
 
 use super::{
-    DirEntry, Download, Listing, Metadata, Storage, StorageError, Upload, UploadMode, VirtualPath,
+    DirEntry, DirectFile, Download, Listing, Metadata, Storage, StorageError, Upload, UploadMode,
+    VirtualPath,
 };
 
 /// Prefix of the temporary sibling a replacing upload is written to.
@@ -362,6 +364,8 @@ struct FsUpload {
     target: Target,
     /// Bytes accepted so far; an upload that created a file and wrote nothing leaves nothing.
     written: u64,
+    /// Held by direct writes in flight (see [`DirectFile::busy`]).
+    direct_writes: Arc<tokio::sync::Mutex<()>>,
     /// Set once committed, so Drop knows there is nothing to clean up.
     done: bool,
 }
@@ -390,7 +394,25 @@ impl AsyncWrite for FsUpload {
 
 #[async_trait]
 impl Upload for FsUpload {
+    fn direct_fd(&self) -> Option<io::Result<DirectFile>> {
+        // splice(2) refuses files opened for appending (APPE): those take the copy path.
+        match rustix::fs::fcntl_getfl(&self.file) {
+            Ok(flags) if flags.contains(rustix::fs::OFlags::APPEND) => None,
+            Ok(_) => Some(self.file.as_fd().try_clone_to_owned().map(|fd| DirectFile {
+                fd,
+                busy: Arc::clone(&self.direct_writes),
+            })),
+            Err(err) => Some(Err(err.into())),
+        }
+    }
+
+    fn accept_direct(&mut self, n: u64) -> io::Result<()> {
+        self.written += n;
+        Ok(())
+    }
+
     async fn commit(mut self: Box<Self>) -> Result<(), StorageError> {
+        drop(self.direct_writes.lock().await);
         self.file.flush().await?;
         if let Target::Temp { dir, temp, target } = &self.target {
             // The replacement must be on disk before it takes the old file's name.
@@ -407,6 +429,7 @@ impl Upload for FsUpload {
     async fn abort(mut self: Box<Self>) {
         // Bytes accepted in place are kept for a resume, so they must reach the file; Drop
         // does the rest of the clean-up, the same whether or not abort was called.
+        drop(self.direct_writes.lock().await);
         if matches!(self.target, Target::InPlace { .. })
             && let Err(err) = self.file.flush().await
         {
@@ -493,6 +516,7 @@ impl Storage for FsStorage {
             home: Arc::clone(&self.home),
             target,
             written: 0,
+            direct_writes: Arc::default(),
             done: false,
         }))
     }

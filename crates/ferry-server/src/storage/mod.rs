@@ -1,11 +1,16 @@
 //! Where a user's files live. The session speaks to a [`Storage`] in virtual paths ("/a/b",
 //! with the user's home as "/"); the backend confines every operation to that home. Local disk
 //! ([`fs::FsStorage`]) is the default; the trait is the seam for object storage later, so it
-//! assumes nothing about file descriptors or local paths.
+//! assumes nothing about file descriptors or local paths, beyond two optional fast paths for
+//! local files (a [`Download::File`] goes out with sendfile, [`Upload::direct_fd`] lets an
+//! upload be spliced in).
 
 pub mod fs;
 mod path;
 
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -170,6 +175,17 @@ pub enum UploadMode {
     CreateNew,
 }
 
+/// The file behind an upload, for writing it directly; see [`Upload::direct_fd`].
+#[derive(Debug)]
+pub struct DirectFile {
+    /// The file, positioned where the next byte goes.
+    pub fd: OwnedFd,
+    /// Held by every write in flight. The upload's commit and abort wait for it, so that a
+    /// write still running on the blocking pool after its transfer was cancelled lands
+    /// before the upload is measured and settled.
+    pub busy: Arc<tokio::sync::Mutex<()>>,
+}
+
 /// A file being written. Bytes go through `AsyncWrite`; nothing is final until `commit`.
 #[async_trait]
 pub trait Upload: AsyncWrite + Send + Unpin {
@@ -179,6 +195,22 @@ pub trait Upload: AsyncWrite + Send + Unpin {
     /// bytes already written in place (new file, resume, append) are kept so the client can
     /// resume from there.
     async fn abort(self: Box<Self>);
+    /// For a receive that writes the file directly (splice(2) from the socket): a handle to
+    /// the file being written, positioned where the next byte goes. Bytes may only be written
+    /// to it after [`Upload::accept_direct`] accepted them. `None`: this upload only takes
+    /// bytes through `AsyncWrite`.
+    fn direct_fd(&self) -> Option<io::Result<DirectFile>> {
+        None
+    }
+    /// Accounts for `n` bytes about to be written through [`Upload::direct_fd`]; an error
+    /// (the quota) means they must not be written, and fails the upload as a write would.
+    fn accept_direct(&mut self, n: u64) -> io::Result<()> {
+        let _ = n;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this upload takes bytes only through AsyncWrite",
+        ))
+    }
 }
 
 /// A readable file positioned at the requested offset.
