@@ -1,16 +1,20 @@
-//! A bare control connection (RFC 959) for sessions that only log in and send NOOP: unlike
-//! `ferry_client::Client` it binds its source address before connecting, which spreads
-//! thousands of sessions over 127.0.0.0/8 so that the server's per-IP limit and one
-//! address's ephemeral ports do not cap the load.
+//! A bare control connection (RFC 959, AUTH TLS from RFC 4217) for sessions that log in
+//! and send NOOP, and under the bench's transfers: unlike `ferry_client::Client` it binds its
+//! source address before connecting, which spreads thousands of sessions over 127.0.0.0/8 so
+//! that the server's per-IP limit and one address's ephemeral ports do not cap the load.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use ferry_client::tls::ClientTls;
 use ferry_proto::{ClientCodec, Reply};
 use futures_util::{SinkExt, StreamExt};
+use rustls::ProtocolVersion;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
+use tokio_util::either::Either;
 
 use crate::stats::{Failure, Stage};
 
@@ -46,6 +50,12 @@ impl Target {
         ip.is_loopback().then_some(IpAddr::V4(ip))
     }
 
+    /// The source address of the `nth` short-lived connection: the next of `ROTATION`
+    /// addresses each time, so that the TIME_WAIT of closed connections is spread over them.
+    pub fn rotating_source(&self, nth: usize) -> Option<IpAddr> {
+        self.source((nth % ROTATION) * self.per_source.max(1))
+    }
+
     /// A `ferry_client` endpoint for the sessions that transfer files.
     pub fn endpoint(&self) -> ferry_client::Endpoint {
         ferry_client::Endpoint {
@@ -59,31 +69,79 @@ impl Target {
     }
 }
 
+/// Source addresses short-lived connections take turns on.
+const ROTATION: usize = 64;
+
+/// A control or data connection, in clear or under TLS.
+pub type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+
+/// The TCP connection under `stream`.
+fn tcp_of(stream: &Stream) -> &TcpStream {
+    match stream {
+        Either::Left(tcp) => tcp,
+        Either::Right(tls) => tls.get_ref().0,
+    }
+}
+
 /// One control connection that has read the server's greeting.
 #[derive(Debug)]
 pub struct Control {
-    framed: Framed<TcpStream, ClientCodec>,
+    framed: Framed<Stream, ClientCodec>,
     timeout: Duration,
 }
 
 impl Control {
     /// Connects from `source` (any address when `None`) and reads the 220 greeting.
     pub async fn connect(target: &Target, source: Option<IpAddr>) -> Result<Control, Failure> {
+        let from = source.map_or_else(|| "any address".to_string(), |ip| ip.to_string());
         let stream = within(target.timeout, Stage::Connect, open(target.addr, source))
             .await?
-            .map_err(|err| Failure::new(Stage::Connect, format!("from {source:?}: {err}")))?;
+            .map_err(|err| {
+                Failure::new(
+                    Stage::Connect,
+                    format!("{} from {from}: {err}", target.addr),
+                )
+            })?;
         let mut control = Control {
-            framed: Framed::new(stream, ClientCodec::default()),
+            framed: Framed::new(Either::Left(stream), ClientCodec::default()),
             timeout: target.timeout,
         };
         let greeting = control.read(Stage::Connect).await?;
         if greeting.code != 220 {
             return Err(Failure::new(
                 Stage::Connect,
-                format!("greeting from {source:?}: {greeting}"),
+                format!("greeting of {} to {from}: {greeting}", target.addr),
             ));
         }
         Ok(control)
+    }
+
+    /// AUTH TLS and the handshake: the rest of the session is encrypted.
+    pub async fn secure(mut self, tls: &ClientTls) -> Result<Control, Failure> {
+        self.expect(Stage::Connect, "AUTH TLS", 234).await?;
+        let Either::Left(tcp) = self.framed.into_inner() else {
+            return Err(Failure::new(Stage::Connect, "AUTH TLS twice"));
+        };
+        let stream = within(self.timeout, Stage::Connect, tls.connect(tcp))
+            .await?
+            .map_err(|err| Failure::new(Stage::Connect, format!("TLS handshake: {err}")))?;
+        Ok(Control {
+            framed: Framed::new(Either::Right(stream), ClientCodec::default()),
+            timeout: self.timeout,
+        })
+    }
+
+    /// The TLS version of the control connection, when it is encrypted.
+    pub fn tls_version(&self) -> Option<ProtocolVersion> {
+        match self.framed.get_ref() {
+            Either::Left(_) => None,
+            Either::Right(tls) => tls.get_ref().1.protocol_version(),
+        }
+    }
+
+    /// The server's end of the connection.
+    pub fn server_addr(&self) -> std::io::Result<SocketAddr> {
+        tcp_of(self.framed.get_ref()).peer_addr()
     }
 
     /// USER and PASS; anything but 230 at the end is a failure.
@@ -97,7 +155,7 @@ impl Control {
             _ => reply,
         };
         if reply.code != 230 {
-            return Err(Failure::new(Stage::Login, format!("login: {reply}")));
+            return Err(Failure::new(Stage::Login, format!("as {user}: {reply}")));
         }
         Ok(())
     }
@@ -113,12 +171,12 @@ impl Control {
         Ok(took)
     }
 
-    /// QUIT, expecting 221; the connection closes either way.
+    /// QUIT, expecting 221, then waits for the server to close first, so that the
+    /// TIME_WAIT of the connection stays on its side, not on our source address's ports.
     pub async fn quit(mut self) -> Result<(), Failure> {
-        let reply = self.command(Stage::Quit, "QUIT").await?;
-        if reply.code != 221 {
-            return Err(Failure::new(Stage::Quit, format!("QUIT: {reply}")));
-        }
+        self.expect(Stage::Quit, "QUIT", 221).await?;
+        // Anything after the 221 (a TLS close_notify, a reset) ends the wait as well.
+        while let Some(Ok(_)) = within(self.timeout, Stage::Quit, self.framed.next()).await? {}
         Ok(())
     }
 
@@ -131,25 +189,58 @@ impl Control {
             .map_err(|err| Failure::new(stage, format!("sending: {err}")))
     }
 
-    async fn command(&mut self, stage: Stage, line: &str) -> Result<Reply, Failure> {
+    /// Sends `line` and fails unless the final reply has code `code`.
+    pub async fn expect(&mut self, stage: Stage, line: &str, code: u16) -> Result<Reply, Failure> {
+        let reply = self.command(stage, line).await?;
+        if reply.code != code {
+            return Err(Failure::new(stage, format!("{}: {reply}", shown(line))));
+        }
+        Ok(reply)
+    }
+
+    /// Sends `line` and returns the next reply that is not a 1xx, whatever its code.
+    pub async fn command(&mut self, stage: Stage, line: &str) -> Result<Reply, Failure> {
+        self.send(stage, line).await?;
+        self.read(stage).await
+    }
+
+    /// Sends `line` and returns its first reply, a 1xx included.
+    pub async fn start(&mut self, stage: Stage, line: &str) -> Result<Reply, Failure> {
+        self.send(stage, line).await?;
+        self.read_any(stage).await
+    }
+
+    async fn send(&mut self, stage: Stage, line: &str) -> Result<(), Failure> {
         within(self.timeout, stage, self.framed.send(line))
             .await?
-            .map_err(|err| Failure::new(stage, format!("sending: {err}")))?;
-        self.read(stage).await
+            .map_err(|err| Failure::new(stage, format!("sending {}: {err}", shown(line))))
     }
 
     /// The next reply that is not a 1xx.
     pub async fn read(&mut self, stage: Stage) -> Result<Reply, Failure> {
         loop {
-            let reply = match within(self.timeout, stage, self.framed.next()).await? {
-                Some(Ok(reply)) => reply,
-                Some(Err(err)) => return Err(Failure::new(stage, format!("reading: {err}"))),
-                None => return Err(Failure::new(stage, "the server closed the connection")),
-            };
+            let reply = self.read_any(stage).await?;
             if reply.code >= 200 {
                 return Ok(reply);
             }
         }
+    }
+
+    /// The next reply.
+    async fn read_any(&mut self, stage: Stage) -> Result<Reply, Failure> {
+        match within(self.timeout, stage, self.framed.next()).await? {
+            Some(Ok(reply)) => Ok(reply),
+            Some(Err(err)) => Err(Failure::new(stage, format!("reading: {err}"))),
+            None => Err(Failure::new(stage, "the server closed the connection")),
+        }
+    }
+}
+
+/// A command line as it may be shown: the password left out.
+fn shown(line: &str) -> &str {
+    match line.get(..4) {
+        Some(verb) if verb.eq_ignore_ascii_case("PASS") => "PASS ****",
+        _ => line,
     }
 }
 

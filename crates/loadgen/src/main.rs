@@ -2,6 +2,7 @@
 //! subcommand drives one scenario against a running server, shows progress on stderr and
 //! prints its figures as `key=value` lines on stdout; judging them is the scripts' business.
 
+mod bench;
 mod control;
 mod server;
 mod slowloris;
@@ -12,7 +13,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::control::Target;
@@ -32,6 +33,9 @@ enum Scenario {
     /// Connections that send one byte of a command every few seconds, while well-behaved
     /// sessions measure the NOOP latency.
     Slowloris(slowloris::SlowlorisArgs),
+    /// One figure of the comparison with other FTP servers on loopback: throughput, logins,
+    /// small files, idle memory.
+    Bench(bench::BenchArgs),
 }
 
 /// The server under load and how to reach it; shared by every scenario.
@@ -108,15 +112,16 @@ impl TargetArgs {
 /// Why a run fails when one of its session tasks panicked: a bug here, not in the server.
 const PANICKED: &str = "a session task of ferry-load panicked";
 
-/// Fails early, with the remedy, when `connections` would run out of file descriptors.
+/// Raises the limit on open files when `connections` would run out of them, or fails early
+/// with the remedy when it cannot.
 fn check_open_files(connections: usize) -> anyhow::Result<()> {
     let needed = connections as u64 + 64;
     match server::open_files_limit() {
-        Some(limit) if limit < needed => {
-            bail!(
-                "{connections} connections need about {needed} open files, the limit is {limit}: raise it with `ulimit -n`"
+        Some(limit) if limit < needed => server::raise_open_files_limit(needed).with_context(|| {
+            format!(
+                "{connections} connections need about {needed} open files, the limit is {limit} and this process cannot raise it: run it under `prlimit --nofile={needed}` or after `ulimit -n {needed}`"
             )
-        }
+        }),
         _ => Ok(()),
     }
 }
@@ -157,9 +162,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.scenario {
             Scenario::Soak(args) => soak::run(args).await,
             Scenario::Slowloris(args) => slowloris::run(args).await,
+            Scenario::Bench(args) => bench::run(args).await,
         }
     })?;
-    figures.print();
+    figures.print().context("cannot print the figures")?;
     Ok(())
 }
 

@@ -133,6 +133,12 @@ impl Latencies {
         self.samples.push(sample);
     }
 
+    /// The nearest-rank `q` quantile (0.5 for the median), `None` without samples.
+    pub fn quantile(&mut self, q: f64) -> Option<Duration> {
+        self.samples.sort_unstable();
+        percentile(&self.samples, q)
+    }
+
     /// `<key>_count`, `<key>_p50_ms`, `<key>_p99_ms` and `<key>_max_ms`; no percentiles
     /// without samples.
     pub fn report(mut self, key: &str, figures: &mut Figures) {
@@ -169,11 +175,17 @@ impl Figures {
         self.lines.push((key.to_string(), value.to_string()));
     }
 
-    /// Prints all figures.
-    pub fn print(&self) {
+    /// Prints all figures on stdout.
+    pub fn print(&self) -> std::io::Result<()> {
+        self.write(&mut std::io::stdout().lock())
+    }
+
+    /// Writes all figures to `out`.
+    pub fn write(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         for (key, value) in &self.lines {
-            println!("{key}={value}");
+            writeln!(out, "{key}={value}")?;
         }
+        out.flush()
     }
 }
 
