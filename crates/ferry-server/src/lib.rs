@@ -8,6 +8,7 @@ pub mod data;
 pub mod listener;
 pub mod listing;
 pub mod login_cache;
+pub mod password_checks;
 pub mod quota;
 mod session;
 pub mod storage;

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::config::ServerConfig;
 use crate::data::canonical;
+use crate::password_checks::PasswordChecks;
 use crate::quota::QuotaRegistry;
 use crate::session::Session;
 use crate::throttle::LoginThrottle;
@@ -33,11 +34,11 @@ pub struct Shared {
     pub quotas: QuotaRegistry,
     /// Failed logins per client address, across connections.
     pub login_throttle: LoginThrottle,
-    /// Password checks that may run at once. Each argon2id check takes its memory cost
+    /// The threads argon2id checks run on: cores-1 of them. Each check takes its memory cost
     /// (19 MiB by default) and a core for tens of milliseconds: unbounded, a burst of logins
     /// (or of probes for unknown names) took gigabytes that the allocator then kept, and
     /// starved the sessions already logged in.
-    pub password_checks: tokio::sync::Semaphore,
+    pub password_checks: PasswordChecks,
     /// Open sessions, in total and per client address, for the caps.
     counts: Mutex<Counts>,
 }
@@ -136,7 +137,7 @@ pub async fn run(
         users,
         quotas,
         login_throttle,
-        password_checks: tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1)),
+        password_checks: PasswordChecks::new(cores.saturating_sub(1))?,
         counts: Mutex::default(),
     });
     let token = CancellationToken::new();

@@ -63,13 +63,10 @@ pub(super) async fn pass(s: &mut Session, password: Password) -> io::Result<Flow
     let account = if cached.is_some() {
         cached
     } else {
-        // Never closed, so acquiring cannot fail; if it did, the login fails.
-        let Ok(_permit) = s.shared.password_checks.acquire().await else {
-            return failed(s, &name).await;
-        };
-        tokio::task::spawn_blocking(move || users.authenticate(&check_name, &password))
+        s.shared
+            .password_checks
+            .run(move || users.authenticate(&check_name, &password))
             .await
-            .ok()
             .flatten()
     };
     let Some(account) = account else {
