@@ -209,6 +209,34 @@ fn resolve(args: ServeArgs, file: FileSettings) -> anyhow::Result<(Addresses, Se
     ))
 }
 
+/// A logged-in session holds two descriptors (its socket and its home directory) and a
+/// third during a transfer, so --max-sessions 10,000 needs far more than the usual soft
+/// limit of 1,024: raise the soft limit to the hard one, as a daemon started by hand (not
+/// by systemd's LimitNOFILE) would otherwise refuse connections with EMFILE long before
+/// the cap.
+fn raise_open_files_limit(max_sessions: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(soft), hard) = (limit.current, limit.maximum) else {
+        return;
+    };
+    let wanted = hard.unwrap_or(u64::MAX);
+    if soft >= wanted {
+        return;
+    }
+    let mut raised = limit;
+    raised.current = Some(wanted);
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::debug!(from = soft, to = wanted, "raised the open files limit"),
+        Err(err) => {
+            let needed = max_sessions.saturating_mul(3);
+            if (soft as usize) < needed {
+                tracing::warn!(%err, soft, needed, "cannot raise the open files limit; sessions beyond it will be refused");
+            }
+        }
+    }
+}
+
 /// Runs the server until Ctrl-C or SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     crate::init_logging();
@@ -229,6 +257,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let users = Arc::new(UserStore::open(&config.data_dir)?.with_login_cache(config.login_cache));
+    raise_open_files_limit(config.max_sessions);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(serve(listen, config, users))
 }

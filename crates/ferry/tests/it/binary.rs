@@ -482,6 +482,33 @@ fn login_cache_secs_zero_verifies_every_login() {
     );
 }
 
+/// The soft and hard "Max open files" of a process, from /proc.
+fn open_files_limits(pid: u32) -> (String, String) {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    let soft = fields.next().unwrap().to_owned();
+    let hard = fields.next().unwrap().to_owned();
+    (soft, hard)
+}
+
+#[test]
+fn serve_raises_its_open_files_soft_limit_to_the_hard_limit() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path();
+    let prefix = ["prlimit", "--nofile=256:4096", "--"];
+    let server = Server::start_wrapped(&prefix, data, &["--listen", "127.0.0.1:0"], 1);
+    assert_eq!(
+        open_files_limits(server.pid()),
+        ("4096".to_owned(), "4096".to_owned()),
+        "{}",
+        server.output()
+    );
+}
+
 #[test]
 fn sighup_reloads_users_toml_that_looks_unchanged() {
     let dir = TempDir::new().unwrap();
