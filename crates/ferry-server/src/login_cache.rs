@@ -45,13 +45,22 @@ impl VerifiedLogins {
     /// True when `name` logged in with `password` against the stored hash `phc` within the
     /// last `ttl`.
     pub fn contains(&self, name: &str, phc: &str, password: &Password) -> bool {
+        self.contains_at(name, phc, password, Instant::now())
+    }
+
+    /// Records a successful argon2id verification.
+    pub fn insert(&self, name: &str, phc: &str, password: &Password) {
+        self.insert_at(name, phc, password, Instant::now());
+    }
+
+    fn contains_at(&self, name: &str, phc: &str, password: &Password, now: Instant) -> bool {
         if self.ttl.is_zero() {
             return false;
         }
         let tag = self.tag(name, phc, password);
         let mut entries = self.lock();
         match entries.get(&tag) {
-            Some(&expires) if expires > Instant::now() => true,
+            Some(&expires) if expires > now => true,
             Some(_) => {
                 entries.remove(&tag);
                 false
@@ -60,13 +69,11 @@ impl VerifiedLogins {
         }
     }
 
-    /// Records a successful argon2id verification.
-    pub fn insert(&self, name: &str, phc: &str, password: &Password) {
+    fn insert_at(&self, name: &str, phc: &str, password: &Password, now: Instant) {
         if self.ttl.is_zero() {
             return;
         }
         let tag = self.tag(name, phc, password);
-        let now = Instant::now();
         let mut entries = self.lock();
         if entries.len() >= MAX_ENTRIES {
             entries.retain(|_, expires| *expires > now);
@@ -128,11 +135,13 @@ mod tests {
 
     #[test]
     fn entries_expire_and_zero_ttl_caches_nothing() {
-        let cache = VerifiedLogins::new(Duration::from_millis(30));
-        cache.insert("alice", "h", &pw("p"));
-        assert!(cache.contains("alice", "h", &pw("p")));
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(!cache.contains("alice", "h", &pw("p")));
+        let ttl = Duration::from_secs(600);
+        let cache = VerifiedLogins::new(ttl);
+        let start = Instant::now();
+        cache.insert_at("alice", "h", &pw("p"), start);
+        let almost = start + ttl - Duration::from_millis(1);
+        assert!(cache.contains_at("alice", "h", &pw("p"), almost));
+        assert!(!cache.contains_at("alice", "h", &pw("p"), start + ttl));
         assert!(
             cache.is_empty(),
             "an expired entry is dropped when looked up"
@@ -157,14 +166,22 @@ mod tests {
 
     #[test]
     fn a_full_cache_drops_expired_entries_first() {
-        let cache = VerifiedLogins::new(Duration::from_millis(20));
+        let ttl = Duration::from_secs(600);
+        let cache = VerifiedLogins::new(ttl);
+        let start = Instant::now();
         for i in 0..MAX_ENTRIES {
-            cache.insert(&i.to_string(), "h", &pw("p"));
+            cache.insert_at(&i.to_string(), "h", &pw("p"), start);
         }
         assert_eq!(cache.len(), MAX_ENTRIES);
-        std::thread::sleep(Duration::from_millis(30));
-        cache.insert("new", "h", &pw("p"));
+        // Full of live entries: a new one is not added (it takes the slow path).
+        let soon = start + Duration::from_secs(1);
+        cache.insert_at("early", "h", &pw("p"), soon);
+        assert!(!cache.contains_at("early", "h", &pw("p"), soon));
+        assert_eq!(cache.len(), MAX_ENTRIES);
+        // Once they have expired, a new entry makes room by dropping them.
+        let later = start + ttl;
+        cache.insert_at("new", "h", &pw("p"), later);
         assert_eq!(cache.len(), 1);
-        assert!(cache.contains("new", "h", &pw("p")));
+        assert!(cache.contains_at("new", "h", &pw("p"), later));
     }
 }
