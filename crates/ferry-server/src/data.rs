@@ -271,7 +271,8 @@ pub async fn send_file(
 
 /// Receives a plain binary upload straight into a file with splice(2): socket to a pipe (the
 /// kernel moves the received pages, no copy), then pipe to the file (one copy, into the page
-/// cache) on the blocking pool, in chunks of up to [`SPLICE_PIPE`]. Each chunk is offered to
+/// cache) on the blocking pool. Two pipes alternate, so the next chunk (up to
+/// [`SPLICE_PIPE`]) is received while the previous one is written. Each chunk is offered to
 /// `accept` (the quota) before it is written; a refusal fails the copy on the write side, as
 /// a refused write would. Returns the bytes received, all of them written.
 pub async fn receive_to_file(
@@ -280,56 +281,110 @@ pub async fn receive_to_file(
     mut accept: impl FnMut(u64) -> io::Result<()>,
     stall: Duration,
 ) -> Result<u64, CopyError> {
-    let (pipe_out, pipe_in) =
-        pipe_with(PipeFlags::CLOEXEC).map_err(|err| CopyError::Write(err.into()))?;
-    // A larger pipe means fewer, larger chunks; the default 64 KiB still works.
-    let _ = fcntl_setpipe_size(&pipe_in, SPLICE_PIPE);
     let DirectFile { fd: file, busy } = file;
-    let mut sink = Some((pipe_out, file));
+    let mut free = vec![new_pipe()?, new_pipe()?];
+    let mut file = Some(file);
+    // The write in flight: it gives back the file and its pipe when done.
+    let mut writing: Option<tokio::task::JoinHandle<Written>> = None;
     let mut total = 0u64;
     loop {
-        match timeout(stall, stream.readable()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => return Err(CopyError::Read(err)),
-            Err(_) => return Err(CopyError::Read(stalled())),
-        }
-        let received = stream.try_io(Interest::READABLE, || {
-            let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
-            splice(stream, None, &pipe_in, None, SPLICE_PIPE, flags).map_err(io::Error::from)
-        });
-        let n = match received {
-            Ok(0) => return Ok(total),
+        let Some((pipe_out, pipe_in)) = free.pop() else {
+            unreachable!("a pipe is free whenever at most one write is in flight");
+        };
+        let n = match receive_chunk(stream, &pipe_in, stall).await {
+            Ok(0) => {
+                finish_write(&mut writing, &mut file, &mut free).await?;
+                return Ok(total);
+            }
             Ok(n) => n,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
             Err(err) => return Err(CopyError::Read(err)),
         };
         accept(n as u64).map_err(CopyError::Write)?;
-        if n <= INLINE_WRITE {
+        finish_write(&mut writing, &mut file, &mut free).await?;
+        if n <= INLINE_WRITE
+            && let Some(target) = &file
+        {
             // A small chunk (a small file, a slow client) costs less to write here than a
             // hop to the blocking pool, and nothing is left running if this is cancelled.
-            if let Some((pipe_out, file)) = &sink {
-                drain_pipe(pipe_out, file, n).map_err(CopyError::Write)?;
-                total += n as u64;
-                continue;
-            }
+            drain_pipe(&pipe_out, target, n).map_err(CopyError::Write)?;
+            free.push((pipe_out, pipe_in));
+            total += n as u64;
+            continue;
         }
-        let Some((pipe_out, file)) = sink.take() else {
-            unreachable!("the pipe and file come back after every chunk");
+        let Some(target) = file.take() else {
+            unreachable!("the file comes back with every finished write");
         };
         // If this transfer is cancelled meanwhile, the write still finishes, and the guard
         // makes the upload's commit or abort wait for it.
         let guard = Arc::clone(&busy).lock_owned().await;
-        let (pipe_out, file, written) = tokio::task::spawn_blocking(move || {
-            let written = drain_pipe(&pipe_out, &file, n);
+        writing = Some(tokio::task::spawn_blocking(move || {
+            let result = drain_pipe(&pipe_out, &target, n);
             drop(guard);
-            (pipe_out, file, written)
-        })
-        .await
-        .map_err(|err| CopyError::Write(io::Error::other(err)))?;
-        written.map_err(CopyError::Write)?;
-        sink = Some((pipe_out, file));
+            Written {
+                pipe: (pipe_out, pipe_in),
+                file: target,
+                result,
+            }
+        }));
         total += n as u64;
     }
+}
+
+/// A pipe: (read end, write end).
+type Pipe = (OwnedFd, OwnedFd);
+
+/// What a chunk's write gives back.
+struct Written {
+    pipe: Pipe,
+    file: OwnedFd,
+    result: io::Result<()>,
+}
+
+fn new_pipe() -> Result<Pipe, CopyError> {
+    let (out, into) = pipe_with(PipeFlags::CLOEXEC).map_err(|err| CopyError::Write(err.into()))?;
+    // A larger pipe means fewer, larger chunks; the default 64 KiB still works.
+    let _ = fcntl_setpipe_size(&into, SPLICE_PIPE);
+    Ok((out, into))
+}
+
+/// Moves what the socket has (at least one byte, at most a pipe's worth) into `pipe_in`;
+/// 0 at the end of the stream.
+async fn receive_chunk(
+    stream: &TcpStream,
+    pipe_in: &OwnedFd,
+    stall: Duration,
+) -> io::Result<usize> {
+    loop {
+        match timeout(stall, stream.readable()).await {
+            Ok(ready) => ready?,
+            Err(_) => return Err(stalled()),
+        }
+        let received = stream.try_io(Interest::READABLE, || {
+            let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
+            splice(stream, None, pipe_in, None, SPLICE_PIPE, flags).map_err(io::Error::from)
+        });
+        match received {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            done => return done,
+        }
+    }
+}
+
+/// Waits for the write in flight, if any, and takes back its file and pipe.
+async fn finish_write(
+    writing: &mut Option<tokio::task::JoinHandle<Written>>,
+    file: &mut Option<OwnedFd>,
+    free: &mut Vec<Pipe>,
+) -> Result<(), CopyError> {
+    let Some(handle) = writing.take() else {
+        return Ok(());
+    };
+    let written = handle
+        .await
+        .map_err(|err| CopyError::Write(io::Error::other(err)))?;
+    *file = Some(written.file);
+    free.push(written.pipe);
+    written.result.map_err(CopyError::Write)
 }
 
 /// Moves exactly `n` bytes from a pipe into a file (blocking).

@@ -235,9 +235,28 @@ impl Download {
     /// The bytes as a stream, whatever the source.
     pub fn into_reader(self) -> Box<dyn AsyncRead + Send + Unpin> {
         match self {
-            Download::File(file) => Box::new(tokio::fs::File::from_std(file)),
+            Download::File(file) => Box::new(InlineFile(file)),
             Download::Stream(reader) => reader,
         }
+    }
+}
+
+/// A local file read on the calling thread, like sendfile(2) reads it: one read(2) per
+/// buffer straight into the caller's buffer, where `tokio::fs::File` would hop to the
+/// blocking pool and copy each buffer twice (FTPS downloads ran at 0.43 of plain). A page
+/// that is not cached blocks this thread for the disk read.
+struct InlineFile(std::fs::File);
+
+impl AsyncRead for InlineFile {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        use std::io::Read;
+        let n = self.0.read(buf.initialize_unfilled())?;
+        buf.advance(n);
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
