@@ -246,7 +246,8 @@ async fn serve(
     let control = match (&acceptor, implicit_tls) {
         (Some(acceptor), true) => {
             let wait = shared.config.idle_timeout;
-            match tokio::time::timeout(wait, acceptor.accept(stream)).await {
+            // Boxed: inline, the handshake's state would size every session's task.
+            match tokio::time::timeout(wait, Box::pin(acceptor.accept(stream))).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(err)) => return warn!(%peer, %err, "implicit TLS handshake failed"),
                 Err(_) => return warn!(%peer, "implicit TLS handshake timed out"),

@@ -205,9 +205,11 @@ impl Session {
         if read.is_empty() && read.capacity() > CONTROL_BUFFER_KEPT {
             *read = BytesMut::with_capacity(CONTROL_BUFFER);
         }
+        // Every reply has been sent: an idle session keeps no write buffer at all (the next
+        // reply allocates the few bytes it needs).
         let write = self.control.write_buffer_mut();
-        if write.is_empty() && write.capacity() > CONTROL_BUFFER_KEPT {
-            *write = BytesMut::with_capacity(CONTROL_BUFFER);
+        if write.is_empty() {
+            *write = BytesMut::new();
         }
     }
 
