@@ -79,7 +79,7 @@ pub async fn listen_passive(
     ports: Option<&RangeInclusive<u16>>,
 ) -> io::Result<TcpListener> {
     let Some(range) = ports else {
-        return bind_passive(SocketAddr::new(ip, 0));
+        return TcpListener::bind(SocketAddr::new(ip, 0)).await;
     };
     let (lo, hi) = (*range.start(), *range.end());
     let span = u32::from(hi.saturating_sub(lo)) + 1;
@@ -89,7 +89,10 @@ pub async fn listen_passive(
         let Ok(port) = u16::try_from(port) else {
             continue;
         };
-        match bind_passive(SocketAddr::new(ip, port)) {
+        // SO_REUSEADDR (set by tokio's bind) lets a passive port be reused while connections
+        // of earlier transfers on it are in TIME_WAIT, which the server's side of every
+        // download is: without it, a few thousand small files ran out of ports (425).
+        match TcpListener::bind(SocketAddr::new(ip, port)).await {
             Ok(listener) => return Ok(listener),
             Err(err) if err.kind() == io::ErrorKind::AddrInUse => continue,
             Err(err) => return Err(err),
@@ -99,20 +102,6 @@ pub async fn listen_passive(
         io::ErrorKind::AddrInUse,
         "no free passive port in the configured range",
     ))
-}
-
-/// A passive listener, bound without SO_REUSEADDR (which tokio's `TcpListener::bind` sets):
-/// with it, finding a free port walks past every TIME_WAIT connection of recent transfers
-/// (the server closes downloads, so they stay on its side), which made EPSV take 1-2.5 ms
-/// instead of 0.1 after a few thousand small files.
-fn bind_passive(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.bind(addr)?;
-    socket.listen(8)
 }
 
 impl DataChannel {
