@@ -19,6 +19,7 @@ use crate::data::canonical;
 use crate::password_checks::PasswordChecks;
 use crate::quota::QuotaRegistry;
 use crate::session::Session;
+use crate::storage::fs::OpenHomes;
 use crate::throttle::LoginThrottle;
 use crate::tls::MaybeTls;
 use crate::users::UserStore;
@@ -39,6 +40,8 @@ pub struct Shared {
     /// (or of probes for unknown names) took gigabytes that the allocator then kept, and
     /// starved the sessions already logged in.
     pub password_checks: PasswordChecks,
+    /// Home directories open for the sessions logged in, one descriptor each.
+    pub homes: OpenHomes,
     /// Open sessions, in total and per client address, for the caps.
     counts: Mutex<Counts>,
 }
@@ -138,6 +141,7 @@ pub async fn run(
         quotas,
         login_throttle,
         password_checks: PasswordChecks::new(cores.saturating_sub(1))?,
+        homes: OpenHomes::default(),
         counts: Mutex::default(),
     });
     let token = CancellationToken::new();

@@ -78,9 +78,9 @@ pub(super) async fn pass(s: &mut Session, password: Password) -> io::Result<Flow
             .await?;
         return Ok(Flow::Continue);
     }
-    let home = account.home.clone();
+    let (home, shared) = (account.home.clone(), Arc::clone(&s.shared));
     let storage: Arc<dyn Storage> = match tokio::task::spawn_blocking(move || {
-        FsStorage::open(&home)
+        FsStorage::open_shared(&home, &shared.homes)
     })
     .await
     {

@@ -42,6 +42,13 @@ impl FsStorage {
         })
     }
 
+    /// Opens `home` through `homes`: sessions of one user share one descriptor (blocking).
+    pub fn open_shared(home: &Path, homes: &OpenHomes) -> io::Result<Self> {
+        Ok(FsStorage {
+            home: homes.open(home)?,
+        })
+    }
+
     /// Runs a blocking file-system call off the async threads.
     async fn blocking<T, F>(&self, f: F) -> Result<T, StorageError>
     where
@@ -52,6 +59,42 @@ impl FsStorage {
         tokio::task::spawn_blocking(move || f(&home))
             .await
             .map_err(|err| StorageError::Io(io::Error::other(err)))?
+    }
+}
+
+/// Home directories open for logged-in sessions: one descriptor per home rather than one per
+/// session (10,000 sessions of one user held 10,000 descriptors of the same directory, and
+/// with their sockets ran into the open-files limit).
+#[derive(Debug, Default)]
+pub struct OpenHomes {
+    open: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, std::sync::Weak<Dir>>>,
+}
+
+impl OpenHomes {
+    /// The directory at `home` (created if needed): the one already open if it is still the
+    /// directory at that path, else a new handle. Blocking.
+    pub fn open(&self, home: &Path) -> io::Result<Arc<Dir>> {
+        std::fs::create_dir_all(home)?;
+        let at_path = std::fs::metadata(home)?;
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(dir) = open.get(home).and_then(std::sync::Weak::upgrade) {
+            let same = dir.dir_metadata().is_ok_and(|held| {
+                use std::os::unix::fs::MetadataExt as _;
+                (held.dev(), held.ino()) == (at_path.dev(), at_path.ino())
+            });
+            if same {
+                return Ok(dir);
+            }
+        }
+        let dir = Arc::new(Dir::open_ambient_dir(home, ambient_authority())?);
+        if open.len() >= 1024 {
+            open.retain(|_, dir| dir.strong_count() > 0);
+        }
+        open.insert(home.to_owned(), Arc::downgrade(&dir));
+        Ok(dir)
     }
 }
 
@@ -823,5 +866,30 @@ mod tests {
                 .is_err()
         );
         assert!(tmp.path().exists());
+    }
+
+    #[test]
+    fn sessions_of_one_home_share_a_descriptor_until_the_directory_is_replaced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("alice");
+        let homes = OpenHomes::default();
+        let first = homes.open(&home).unwrap();
+        let second = homes.open(&home).unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+
+        // The admin moves the home away and makes a new one: new logins get the new one.
+        std::fs::rename(&home, tmp.path().join("old")).unwrap();
+        std::fs::create_dir(&home).unwrap();
+        std::fs::write(home.join("new.txt"), b"x").unwrap();
+        let third = homes.open(&home).unwrap();
+        assert!(!Arc::ptr_eq(&first, &third));
+        assert!(third.exists("new.txt"));
+        assert!(!first.exists("new.txt"));
+
+        // Once no session holds it, the handle is closed, not kept by the registry.
+        drop((first, second));
+        let weak = Arc::downgrade(&third);
+        drop(third);
+        assert!(weak.upgrade().is_none());
     }
 }

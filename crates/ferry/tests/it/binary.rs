@@ -509,6 +509,52 @@ fn serve_raises_its_open_files_soft_limit_to_the_hard_limit() {
     );
 }
 
+/// The descriptors a process holds that are directories, and that are sockets.
+fn open_dirs_and_sockets(pid: u32) -> (usize, usize) {
+    let (mut dirs, mut sockets) = (0, 0);
+    for entry in fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let Ok(target) = fs::read_link(entry.unwrap().path()) else {
+            continue;
+        };
+        if target.to_string_lossy().starts_with("socket:") {
+            sockets += 1;
+        } else if target.is_dir() {
+            dirs += 1;
+        }
+    }
+    (dirs, sockets)
+}
+
+#[test]
+fn sessions_of_one_user_share_one_descriptor_of_the_home() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path();
+    let add = run_to_end(
+        data,
+        &["user", "add", "carol", "--password-stdin"],
+        "pw-1\n",
+    );
+    assert_eq!(add.0, Some(0), "{add:?}");
+    let server = Server::start(data, &["--listen", "127.0.0.1:0"], 1);
+    let (dirs_before, sockets_before) = open_dirs_and_sockets(server.pid());
+    let mut sessions = Vec::new();
+    for _ in 0..40 {
+        let mut control = Control::connect(server.addr());
+        assert_eq!(control.login("carol", "pw-1"), 230);
+        sessions.push(control);
+    }
+    let (dirs, sockets) = open_dirs_and_sockets(server.pid());
+    assert_eq!(sockets - sockets_before, 40, "one socket per session");
+    assert_eq!(
+        dirs - dirs_before,
+        1,
+        "one home directory for all 40 sessions"
+    );
+    for mut control in sessions {
+        assert_eq!(control.cmd("PWD").0, 257);
+    }
+}
+
 #[test]
 fn sighup_reloads_users_toml_that_looks_unchanged() {
     let dir = TempDir::new().unwrap();
