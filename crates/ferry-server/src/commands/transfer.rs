@@ -188,12 +188,13 @@ pub(super) async fn retr(s: &mut Session, arg: &str) -> io::Result<()> {
         s.shared.config.data_timeout,
         Instant::now(),
     );
+    let sendfile = s.shared.config.sendfile;
     let outcome = s
         .run_transfer(|cancel| {
             until_aborted(cancel, async move {
                 let mut stream = params.connect(channel, Direction::Download).await?;
                 let sent = match (download, &stream, convert) {
-                    (Download::File(file), MaybeTls::Plain(tcp), Convert::None) => {
+                    (Download::File(file), MaybeTls::Plain(tcp), Convert::None) if sendfile => {
                         send_file(&file, tcp, stall).await
                     }
                     (download, _, convert) => {

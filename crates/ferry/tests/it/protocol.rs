@@ -775,7 +775,19 @@ async fn size_and_mdtm() {
 
 #[tokio::test]
 async fn rest_then_retr_returns_the_tail() {
-    let server = TestServer::start();
+    rest_then_retr_returns_the_tail_from(TestServer::start()).await;
+}
+
+#[tokio::test]
+async fn rest_then_retr_returns_the_tail_with_sendfile() {
+    let server = TestServer::builder()
+        .user("alice", "alice-pw")
+        .config(|c| c.sendfile = true)
+        .start();
+    rest_then_retr_returns_the_tail_from(server).await;
+}
+
+async fn rest_then_retr_returns_the_tail_from(server: TestServer) {
     let data = random_bytes(100_000, 6);
     home_with(&server, "alice", &[("r.bin", &data)]);
     let mut ftp = client(server.addr(), "alice").await;
