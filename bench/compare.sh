@@ -164,6 +164,19 @@ memory_guard() {
   done
 }
 
+# Waits (at most 70 s: TIME_WAIT lasts 60) until the machine holds fewer than 1,000 TCP
+# connections in TIME_WAIT. A figure that makes many connections (ferry's repeated logins:
+# ~150,000 in 15 s) leaves them behind, and they slowed the next figure's data connections by
+# more than 3x (small files: 1,658 RETR/s right after ferry's logins, 6,600-7,400 once they were
+# gone), so the server that happened to run next paid for them.
+settle_time_wait() {
+  local waited=0
+  while [ "$(ss -tan state time-wait | wc -l)" -gt 1000 ] && [ "$waited" -lt 70 ]; do
+    sleep 2
+    waited=$((waited + 2))
+  done
+}
+
 # run_figure SERVER NAME FIGURE-ARGS...: starts SERVER afresh, runs `ferry-load bench
 # FIGURE-ARGS...` against it, stops it. Its key=value lines go to $results/SERVER.NAME, or
 # error=REASON when it failed.
@@ -172,6 +185,7 @@ run_figure() {
   shift 2
   local out=$results/$name.$figure scratch=$work/scratch/$name.$figure flags=()
   [ "$figure" = logins-first ] && flags=("${first_login_flags[@]}")
+  settle_time_wait
   local began=$SECONDS
   reset_home
   peer_start "$name" "${flags[@]}"

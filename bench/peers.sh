@@ -6,7 +6,8 @@
 #                             $BENCH_CACHE (they conflict as packages: none is installed), the
 #                             libraries they lack installed; pyftpdlib + pyopenssl in a venv
 #   peers_prepare USER        the system user USER (home $home, password $password as an
-#                             MD5-crypt hash), a self-signed certificate, each peer's user file
+#                             MD5-crypt hash), a self-signed certificate, each peer's user file;
+#                             both wait for any other run to finish first (peers_lock)
 #   peer_start NAME [FLAGS]   starts NAME (ferry vsftpd pure-ftpd proftpd pyftpdlib) in the
 #                             foreground of its own session, explicit FTPS offered; sets server
 #                             (its root pid: sessions are its descendants) and addr; FLAGS go
@@ -47,7 +48,20 @@ peers_fail() {
 peer_root() { echo "$BENCH_CACHE/root/$1"; }
 peer_deb() { compgen -G "$BENCH_CACHE/debs/$1_*.deb" | head -n 1; }
 
+# One run at a time: every run uses the same ports and the same system user, and two on one
+# machine would measure each other. Waits for the run that holds the lock.
+peers_lock() {
+  [ -z "${peers_lock_fd:-}" ] || return 0
+  mkdir -p "$BENCH_CACHE"
+  exec {peers_lock_fd}>>"$BENCH_CACHE/lock"
+  if ! flock -n "$peers_lock_fd"; then
+    echo "peers: another bench/compare.sh or bench/peers.sh check is running; waiting for it" >&2
+    flock "$peers_lock_fd"
+  fi
+}
+
 peers_install() {
+  peers_lock
   mkdir -p "$BENCH_CACHE/debs" "$BENCH_CACHE/root"
   local pkg missing=()
   for pkg in "${peers_debs[@]}"; do
@@ -127,6 +141,7 @@ peer_pasv() {
 
 peers_prepare() {
   peer_user=$1
+  peers_lock
   peers_dir=$work/peers
   mkdir -p "$peers_dir"
   # Every server's user (bench, or nobody for the daemons' unprivileged parts) walks this path.
@@ -180,12 +195,12 @@ peers_prepare() {
   chmod 755 "$peers_dir/vsftpd/empty"
 }
 
-# Removes the system user and the PAM service (what peers_prepare left outside $work).
+# Removes the system user and the PAM service (what peers_prepare left outside $work), unless
+# another run has taken the user over since (its password hash is not this run's).
 peers_unprepare() {
   [ -n "${peer_user:-}" ] || return 0
-  if [ "$(getent passwd "$peer_user" | cut -d: -f5)" = "ferry bench peers" ]; then
-    userdel "$peer_user" 2>/dev/null || true
-  fi
+  [ "$(getent shadow "$peer_user" | cut -d: -f2)" = "$peer_hash" ] || return 0
+  userdel "$peer_user" 2>/dev/null || true
   rm -f "/etc/pam.d/$peers_pam_service"
 }
 
@@ -202,6 +217,15 @@ peer_template() {
 
 peer_log() { echo "$peer_run/server.log"; }
 
+# Runs a server in place of this (sub)shell, leading its own session and process group (setsid
+# execs in place: the pid stays), so that peer_stop finds whatever it forks; with the
+# descriptor limit raised and without the lock, which must go when the run does.
+peer_exec() {
+  [ -z "${peers_lock_fd:-}" ] || exec {peers_lock_fd}>&-
+  ulimit -n "$peers_nofile"
+  exec setsid "$@"
+}
+
 peer_start() {
   peer_name=$1
   shift
@@ -213,20 +237,17 @@ peer_start() {
   if ss -Hltn "sport = :$peer_port_now" | grep -q .; then
     peers_fail "port $peer_port_now is taken: $(ss -Hltnp "sport = :$peer_port_now")"
   fi
-  # Each server leads its own session and process group (setsid execs in place: the pid stays),
-  # so that peer_stop finds whatever it forked.
   case $peer_name in
     ferry)
-      (ulimit -n "$peers_nofile" && exec setsid setpriv --reuid="$peer_uid" --regid="$peer_gid" --init-groups \
+      (peer_exec setpriv --reuid="$peer_uid" --regid="$peer_gid" --init-groups \
         "$ferry" serve --data "$data" --listen "127.0.0.1:$peer_port_now" --passive-ports "${pasv[0]}-${pasv[1]}" \
         --max-sessions 30000 --max-per-ip 30000 --idle-timeout 3600 \
-        --tls --tls-cert "$cert" --tls-key "$key" "$@") \
-        >"$peer_run/server.log" 2>&1 &
+        --tls --tls-cert "$cert" --tls-key "$key" "$@") >"$peer_run/server.log" 2>&1 &
       ;;
     vsftpd)
       peer_template "$peers_conf/vsftpd.conf" "$peer_run/vsftpd.conf"
       # vsftpd writes its startup errors ("500 OOPS") to descriptor 0, the socket under inetd.
-      (ulimit -n "$peers_nofile" && exec setsid "$(peer_root vsftpd)/usr/sbin/vsftpd" "$peer_run/vsftpd.conf") \
+      (peer_exec "$(peer_root vsftpd)/usr/sbin/vsftpd" "$peer_run/vsftpd.conf") \
         0>>"$peer_run/server.log" >>"$peer_run/server.log" 2>&1 &
       ;;
     pure-ftpd)
@@ -234,19 +255,18 @@ peer_start() {
       # -Y 1 TLS offered, -2 certificate and key, -I idle minutes, -f none no syslog. No -p:
       # pure-ftpd caps -c at half the passive range (2,000 for 4,000 ports), so it takes its
       # passive ports from the kernel's ephemeral range, which no other server's range is in.
-      (ulimit -n "$peers_nofile" && exec setsid "$(peer_root pure-ftpd)/usr/sbin/pure-ftpd" \
-        -S "127.0.0.1,$peer_port_now" -l "puredb:$peer_run/pureftpd.pdb" -E -H -A -c 30000 -C 30000 \
-        -Y 1 -2 "$cert,$key" -I 60 -f none) \
+      (peer_exec "$(peer_root pure-ftpd)/usr/sbin/pure-ftpd" -S "127.0.0.1,$peer_port_now" \
+        -l "puredb:$peer_run/pureftpd.pdb" -E -H -A -c 30000 -C 30000 -Y 1 -2 "$cert,$key" -I 60 -f none) \
         >"$peer_run/server.log" 2>&1 &
       ;;
     proftpd)
       peer_template "$peers_conf/proftpd.conf" "$peer_run/proftpd.conf"
-      (ulimit -n "$peers_nofile" && exec setsid "$(peer_root proftpd-core)/usr/sbin/proftpd" --nodaemon \
-        -c "$peer_run/proftpd.conf") >"$peer_run/server.log" 2>&1 &
+      (peer_exec "$(peer_root proftpd-core)/usr/sbin/proftpd" --nodaemon -c "$peer_run/proftpd.conf") \
+        >"$peer_run/server.log" 2>&1 &
       ;;
     pyftpdlib)
-      (ulimit -n "$peers_nofile" && export FTP_BENCH_HASH=$peer_hash &&
-        exec setsid setpriv --reuid="$peer_uid" --regid="$peer_gid" --init-groups \
+      (export FTP_BENCH_HASH=$peer_hash &&
+        peer_exec setpriv --reuid="$peer_uid" --regid="$peer_gid" --init-groups \
           "$BENCH_CACHE/venv/bin/python" "$peers_conf/pyftpdlib_serve.py" --port "$peer_port_now" \
           --home "$home" --user "$peer_user" --passive-ports "${pasv[0]}-${pasv[1]}" \
           --cert "$cert" --key "$key" --max-cons 30000) >"$peer_run/server.log" 2>&1 &
