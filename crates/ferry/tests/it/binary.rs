@@ -382,12 +382,7 @@ fn user_commands_take_effect_without_a_restart() {
     let server = Server::start(data, &["--listen", "127.0.0.1:0"], 1);
     assert_eq!(login(server.addr(), "carol", "carol-pw"), 530);
 
-    let add = run_to_end(
-        data,
-        &["user", "add", "carol", "--password-stdin"],
-        "carol-pw\n",
-    );
-    assert_eq!(add.0, Some(0), "{add:?}");
+    add_user(data, "carol", "carol-pw");
     assert_eq!(login(server.addr(), "carol", "carol-pw"), 230);
 
     let passwd = run_to_end(
@@ -407,6 +402,16 @@ fn user_commands_take_effect_without_a_restart() {
     assert_eq!(login(server.addr(), "admin", &password), 230);
 }
 
+/// `ferry user add NAME --password-stdin`, which must succeed.
+fn add_user(data: &Path, name: &str, password: &str) {
+    let add = run_to_end(
+        data,
+        &["user", "add", name, "--password-stdin"],
+        &format!("{password}\n"),
+    );
+    assert_eq!(add.0, Some(0), "{add:?}");
+}
+
 /// How each successful login so far was verified, from the server's log, in order.
 fn login_checks(server: &Server) -> Vec<String> {
     let log = server.stderr.lock().unwrap();
@@ -424,12 +429,7 @@ fn repeated_logins_skip_argon2_until_the_password_changes() {
     let dir = TempDir::new().unwrap();
     let data = dir.path();
     fs::write(data.join("ferry.toml"), "login_fail_delay_ms = 50\n").unwrap();
-    let add = run_to_end(
-        data,
-        &["user", "add", "carol", "--password-stdin"],
-        "pw-1\n",
-    );
-    assert_eq!(add.0, Some(0), "{add:?}");
+    add_user(data, "carol", "pw-1");
     let server = Server::start(data, &["--listen", "127.0.0.1:0"], 1);
     for _ in 0..3 {
         assert_eq!(login(server.addr(), "carol", "pw-1"), 230);
@@ -463,12 +463,7 @@ fn repeated_logins_skip_argon2_until_the_password_changes() {
 fn login_cache_secs_zero_verifies_every_login() {
     let dir = TempDir::new().unwrap();
     let data = dir.path();
-    let add = run_to_end(
-        data,
-        &["user", "add", "carol", "--password-stdin"],
-        "pw-1\n",
-    );
-    assert_eq!(add.0, Some(0), "{add:?}");
+    add_user(data, "carol", "pw-1");
     let args = ["--listen", "127.0.0.1:0", "--login-cache-secs", "0"];
     let server = Server::start(data, &args, 1);
     for _ in 0..3 {
@@ -529,12 +524,7 @@ fn open_dirs_and_sockets(pid: u32) -> (usize, usize) {
 fn sessions_of_one_user_share_one_descriptor_of_the_home() {
     let dir = TempDir::new().unwrap();
     let data = dir.path();
-    let add = run_to_end(
-        data,
-        &["user", "add", "carol", "--password-stdin"],
-        "pw-1\n",
-    );
-    assert_eq!(add.0, Some(0), "{add:?}");
+    add_user(data, "carol", "pw-1");
     let server = Server::start(data, &["--listen", "127.0.0.1:0"], 1);
     let (dirs_before, sockets_before) = open_dirs_and_sockets(server.pid());
     let mut sessions = Vec::new();
@@ -560,12 +550,7 @@ fn sighup_reloads_users_toml_that_looks_unchanged() {
     let dir = TempDir::new().unwrap();
     let data = dir.path();
     fs::write(data.join("ferry.toml"), "login_fail_delay_ms = 50\n").unwrap();
-    let add = run_to_end(
-        data,
-        &["user", "add", "carol", "--password-stdin"],
-        "first-pw\n",
-    );
-    assert_eq!(add.0, Some(0), "{add:?}");
+    add_user(data, "carol", "first-pw");
     let server = Server::start(data, &["--listen", "127.0.0.1:0"], 1);
     assert_eq!(login(server.addr(), "carol", "first-pw"), 230);
 
