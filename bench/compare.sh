@@ -40,16 +40,19 @@
 #   OUT=FILE           where the report goes too (default target/bench-results/compare-DATE.txt)
 #   FERRY_LOAD=PATH    a ferry-load binary to use instead of building one
 #   BENCH_CACHE=DIR    the peers' packages and venv (default target/bench-peers), kept
+#   SETTLE_SECS=70     longest wait before a figure for TIME_WAIT connections of the previous
+#                      ones to drain (10 with QUICK=1, which is then less fair to the server
+#                      that runs right after a figure with many connections)
 #   HOME_TMPFS=1       the shared home on a tmpfs, so that the figures measure the servers,
 #                      not this machine's disk (a virtual disk writing back ~330 MB/s, where
 #                      ferry's fsync before it replaces a file times the disk); 0: on $TMPDIR
-# The whole run takes 20-40 minutes on 2 cores, QUICK=1 about 5 (after the first install).
+# The whole run takes 15-30 minutes on 2 cores, QUICK=1 about 5 (after the first install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 settings=(QUICK SERVERS FIGURES RUNS IDLE_RUNS FILE_SIZE MANY_CLIENTS MANY_SIZE LOGIN_WORKERS LOGIN_DURATION
   SMALL_COUNT SMALL_SIZE IDLE_SESSIONS FTPBENCH FTPBENCH_CLIENTS FTPBENCH_SIZE FTPBENCH_TIMEOUT FIGURE_TIMEOUT
-  MEM_FLOOR_MIB OUT FERRY_LOAD BENCH_CACHE PEERS_TLS_REUSE HOME_TMPFS)
+  MEM_FLOOR_MIB OUT FERRY_LOAD BENCH_CACHE PEERS_TLS_REUSE HOME_TMPFS SETTLE_SECS)
 # The command as given, for the report: the settings taken from the environment, then the script.
 command_line=""
 for setting in "${settings[@]}"; do
@@ -64,7 +67,9 @@ if [ "${QUICK:-0}" = 1 ]; then
   SMALL_COUNT=${SMALL_COUNT:-300}
   IDLE_SESSIONS=${IDLE_SESSIONS:-200}
   FTPBENCH_CLIENTS=${FTPBENCH_CLIENTS:-20}
+  SETTLE_SECS=${SETTLE_SECS:-10}
 fi
+SETTLE_SECS=${SETTLE_SECS:-70}
 SERVERS=${SERVERS:-ferry vsftpd pure-ftpd proftpd pyftpdlib}
 FIGURES=${FIGURES:-retr stor many-retr logins small idle retr-tls stor-tls}
 RUNS=${RUNS:-3}
@@ -171,7 +176,7 @@ memory_guard() {
 # gone), so the server that happened to run next paid for them.
 settle_time_wait() {
   local waited=0
-  while [ "$(ss -tan state time-wait | wc -l)" -gt 1000 ] && [ "$waited" -lt 70 ]; do
+  while [ "$(ss -tan state time-wait | wc -l)" -gt 1000 ] && [ "$waited" -lt "$SETTLE_SECS" ]; do
     sleep 2
     waited=$((waited + 2))
   done
