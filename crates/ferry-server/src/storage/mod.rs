@@ -1,12 +1,13 @@
 //! Where a user's files live. The session speaks to a [`Storage`] in virtual paths ("/a/b",
 //! with the user's home as "/"); the backend confines every operation to that home. Local disk
-//! ([`fs::FsStorage`]) is the default; the trait is the seam for object storage later, so it
-//! assumes nothing about file descriptors or local paths, beyond two optional fast paths for
-//! local files (a [`Download::File`] goes out with sendfile, [`Upload::direct_fd`] lets an
-//! upload be spliced in).
+//! ([`fs::FsStorage`]) is the default; [`s3::S3Storage`] keeps them in S3-compatible object
+//! storage. The trait assumes nothing about file descriptors or local paths, beyond two
+//! optional fast paths for local files (a [`Download::File`] goes out with sendfile,
+//! [`Upload::direct_fd`] lets an upload be spliced in).
 
 pub mod fs;
 mod path;
+pub mod s3;
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -63,6 +64,10 @@ pub enum StorageError {
     /// The file would grow past what the system allows one file (EFBIG, RLIMIT_FSIZE): 552.
     #[error("File too large")]
     FileTooLarge,
+    /// The backend cannot do this at all (APPE and upload resume on object storage): 504,
+    /// with the reason. Refused before any data connection is opened.
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// Anything else local: 451.
     #[error("Local error: {0}")]
     Io(std::io::Error),
@@ -82,6 +87,7 @@ impl StorageError {
             StorageError::Quota(_) | StorageError::FileTooLarge => 552,
             StorageError::InvalidOffset { .. } => 554,
             StorageError::NoSpace => 452,
+            StorageError::Unsupported(_) => 504,
             StorageError::Io(_) => 451,
         }
     }
