@@ -1,11 +1,15 @@
 //! Server settings after flags and ferry.toml have been merged by the binary.
 
+use std::io;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::storage::Storage;
+use crate::storage::fs::{FsStorage, OpenHomes};
+use crate::storage::s3::S3Bucket;
 use crate::tls::Tls;
 
 /// How long a verified login is remembered by default (see `login_cache`).
@@ -54,6 +58,28 @@ pub struct ServerConfig {
     /// A PROT P data connection must resume the control connection's TLS session (vsftpd's
     /// require_ssl_reuse), so a third party cannot take over the data connection.
     pub require_tls_reuse: bool,
+    /// Where users' files live: their home directories (default) or an S3 bucket.
+    pub storage: StorageBackend,
+}
+
+/// The backend every user's files are kept in.
+#[derive(Debug, Clone, Default)]
+pub enum StorageBackend {
+    /// Local disk: each user's home directory.
+    #[default]
+    Fs,
+    /// S3-compatible object storage: `<prefix><user>/` in one bucket, whatever the home says.
+    S3(Arc<S3Bucket>),
+}
+
+impl StorageBackend {
+    /// A logged-in user's storage (blocking: opens the home directory).
+    pub fn open(&self, user: &str, home: &Path, homes: &OpenHomes) -> io::Result<Arc<dyn Storage>> {
+        Ok(match self {
+            StorageBackend::Fs => Arc::new(FsStorage::open_shared(home, homes)?),
+            StorageBackend::S3(bucket) => Arc::new(bucket.storage_for(user)),
+        })
+    }
 }
 
 impl ServerConfig {
@@ -77,6 +103,7 @@ impl ServerConfig {
             tls: None,
             require_tls: false,
             require_tls_reuse: true,
+            storage: StorageBackend::Fs,
         }
     }
 }

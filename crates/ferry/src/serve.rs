@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use ferry_server::config::StorageBackend;
+use ferry_server::storage::s3::{S3Bucket, S3Settings};
 use ferry_server::tls::{CertSource, Tls};
 use ferry_server::users::{self, UserStore};
 use ferry_server::{Listener, ServerConfig};
@@ -19,7 +21,8 @@ use tracing::{info, warn};
 /// The address served when neither a flag nor ferry.toml names one.
 const DEFAULT_LISTEN: &str = "127.0.0.1:2121";
 
-/// Flags of `ferry serve`; each has a key of the same name (with `_`) in DATA/ferry.toml.
+/// Flags of `ferry serve`; each has a key of the same name (with `_`) in DATA/ferry.toml, but
+/// --s3-X, which is key X of its [s3] table.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Data directory: users.toml, ferry.toml and home/<user>/.
@@ -76,6 +79,30 @@ pub struct ServeArgs {
     /// session (for old clients; weaker against data-connection theft).
     #[arg(long)]
     no_require_tls_reuse: bool,
+    /// Where users' files live: `fs` (home directories, the default) or `s3` (a bucket; see
+    /// the [s3] table of ferry.toml, whose keys the --s3-* flags set).
+    #[arg(long, value_name = "fs|s3")]
+    storage: Option<String>,
+    /// Boxed: the flags of a rarely used backend need not grow every `ferry` command.
+    #[command(flatten)]
+    s3: Box<S3Args>,
+}
+
+/// The --s3-* flags of `ferry serve`: keys of ferry.toml's [s3] table.
+#[derive(Debug, Args)]
+struct S3Args {
+    /// S3 API endpoint URL (MinIO, Ceph, ...); default: AWS in the region. Key: [s3] endpoint.
+    #[arg(long, value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// S3 region (default us-east-1). Key: [s3] region.
+    #[arg(long, value_name = "REGION")]
+    s3_region: Option<String>,
+    /// S3 bucket holding every user's files. Key: [s3] bucket.
+    #[arg(long, value_name = "NAME")]
+    s3_bucket: Option<String>,
+    /// Key prefix before each user's name, e.g. `ferry/` (default: none). Key: [s3] prefix.
+    #[arg(long, value_name = "PREFIX")]
+    s3_prefix: Option<String>,
 }
 
 /// DATA/ferry.toml: the same settings as the flags; flags win.
@@ -102,6 +129,21 @@ struct FileSettings {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     require_tls_reuse: Option<bool>,
+    storage: Option<String>,
+    s3: Option<S3Table>,
+}
+
+/// The [s3] table of ferry.toml. Credentials may be given here (keep the file private) or,
+/// better, in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; they are never logged.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct S3Table {
+    endpoint: Option<String>,
+    region: Option<String>,
+    bucket: Option<String>,
+    prefix: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
 }
 
 /// Where the server listens, by kind.
@@ -196,6 +238,19 @@ fn resolve(args: ServeArgs, file: FileSettings) -> anyhow::Result<(Addresses, Se
         (None, None, None, None) => None,
         _ => bail!("tls_cert and tls_key go together: give both or neither"),
     };
+    config.storage = storage_backend(
+        args.storage,
+        S3Table {
+            endpoint: args.s3.s3_endpoint,
+            region: args.s3.s3_region,
+            bucket: args.s3.s3_bucket,
+            prefix: args.s3.s3_prefix,
+            access_key_id: None,
+            secret_access_key: None,
+        },
+        file.storage,
+        file.s3.unwrap_or_default(),
+    )?;
     let wants_tls = args.tls
         || file.tls.unwrap_or(false)
         || config.require_tls
@@ -213,6 +268,35 @@ fn resolve(args: ServeArgs, file: FileSettings) -> anyhow::Result<(Addresses, Se
         },
         config,
     ))
+}
+
+/// The storage backend from flags over ferry.toml; S3 settings are merged key by key.
+fn storage_backend(
+    flag: Option<String>,
+    flags: S3Table,
+    key: Option<String>,
+    table: S3Table,
+) -> anyhow::Result<StorageBackend> {
+    match flag.or(key).as_deref() {
+        None | Some("fs") => Ok(StorageBackend::Fs),
+        Some("s3") => {
+            let settings = S3Settings {
+                endpoint: flags.endpoint.or(table.endpoint),
+                region: flags.region.or(table.region),
+                bucket: flags
+                    .bucket
+                    .or(table.bucket)
+                    .context("storage = \"s3\" needs a bucket: --s3-bucket or [s3] bucket")?,
+                prefix: flags.prefix.or(table.prefix).unwrap_or_default(),
+                access_key_id: table.access_key_id,
+                secret_access_key: table.secret_access_key,
+            };
+            let bucket = S3Bucket::open(&settings).context("cannot set up S3 storage")?;
+            info!(bucket = %settings.bucket, prefix = %settings.prefix, "storing files in S3");
+            Ok(StorageBackend::S3(Arc::new(bucket)))
+        }
+        Some(other) => bail!("unknown storage {other:?}: use fs or s3"),
+    }
 }
 
 /// A logged-in session holds two descriptors (its socket and its home directory) and a
@@ -386,5 +470,37 @@ mod tests {
         let ok: FileSettings =
             toml::from_str("passive_ports = \"1024-2048\"\nmax_per_ip = 3").unwrap();
         assert_eq!(ok.max_per_ip, Some(3));
+    }
+
+    #[test]
+    fn s3_storage_comes_from_the_s3_table_and_flags_win_key_by_key() {
+        let file: FileSettings = toml::from_str(
+            "storage = \"s3\"\n[s3]\nendpoint = \"http://127.0.0.1:9\"\nbucket = \"b\"\nprefix = \"p/\"",
+        )
+        .unwrap();
+        assert_eq!(file.storage.as_deref(), Some("s3"));
+        let table = file.s3.unwrap();
+        assert_eq!(table.bucket.as_deref(), Some("b"));
+        let flags = S3Table {
+            bucket: Some("flag-bucket".into()),
+            ..S3Table::default()
+        };
+        let backend = storage_backend(None, flags, file.storage, table).unwrap();
+        let StorageBackend::S3(bucket) = backend else {
+            panic!("expected S3 storage");
+        };
+        assert!(format!("{bucket:?}").contains("flag-bucket"));
+        assert!(toml::from_str::<FileSettings>("[s3]\nbuckit = \"x\"").is_err());
+    }
+
+    #[test]
+    fn s3_storage_without_a_bucket_or_an_unknown_storage_is_an_error() {
+        let none = || S3Table::default();
+        assert!(storage_backend(Some("s3".into()), none(), None, none()).is_err());
+        assert!(storage_backend(Some("ftp".into()), none(), None, none()).is_err());
+        assert!(matches!(
+            storage_backend(None, none(), None, none()),
+            Ok(StorageBackend::Fs)
+        ));
     }
 }

@@ -12,7 +12,6 @@ use crate::quota::QuotaStorage;
 use crate::session::{Flow, LoggedIn, Login, Session};
 use crate::storage::Storage;
 use crate::storage::VirtualPath;
-use crate::storage::fs::FsStorage;
 
 pub(super) async fn user(s: &mut Session, name: String) -> io::Result<()> {
     if s.is_logged_in() {
@@ -78,13 +77,13 @@ pub(super) async fn pass(s: &mut Session, password: Password) -> io::Result<Flow
             .await?;
         return Ok(Flow::Continue);
     }
-    let (home, shared) = (account.home.clone(), Arc::clone(&s.shared));
+    let (home, shared, user) = (account.home.clone(), Arc::clone(&s.shared), name.clone());
     let storage: Arc<dyn Storage> = match tokio::task::spawn_blocking(move || {
-        FsStorage::open_shared(&home, &shared.homes)
+        shared.config.storage.open(&user, &home, &shared.homes)
     })
     .await
     {
-        Ok(Ok(storage)) => Arc::new(storage),
+        Ok(Ok(storage)) => storage,
         Ok(Err(err)) => {
             tracing::error!(user = %name, home = %account.home.display(), %err, "cannot open home directory");
             s.reply(421, "Home directory unavailable").await?;
