@@ -3,6 +3,8 @@
 //! Python's ftplib as child processes) and async tests (suppaftp) can both drive it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod moto;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +12,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ferry_server::ServerConfig;
+use ferry_server::config::StorageBackend;
+use ferry_server::storage::s3::{S3Bucket, S3Settings};
 use ferry_server::users::{self, Password, UserEntry, UserStore};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -49,6 +53,7 @@ pub struct Builder {
     listen: Vec<SocketAddr>,
     configure: Vec<fn(&mut ServerConfig)>,
     tls: Tls,
+    s3: Option<S3Settings>,
 }
 
 /// How a test server offers TLS.
@@ -73,6 +78,12 @@ impl Builder {
     /// Also listens for implicit FTPS on 127.0.0.1:0 (see [`TestServer::implicit_addr`]).
     pub fn implicit_tls(mut self) -> Self {
         self.tls = Tls::ExplicitAndImplicit;
+        self
+    }
+
+    /// Keeps users' files in S3 (a bucket from [`moto::bucket`]) instead of home directories.
+    pub fn s3(mut self, settings: S3Settings) -> Self {
+        self.s3 = Some(settings);
         self
     }
 
@@ -142,9 +153,16 @@ impl Builder {
         } else {
             self.listen
         };
-        let running = spawn(data.path(), &listen, &self.configure, self.tls);
+        let running = spawn(
+            data.path(),
+            &listen,
+            &self.configure,
+            self.tls,
+            self.s3.as_ref(),
+        );
         TestServer {
             tls: self.tls,
+            s3: self.s3,
             addrs: running.addrs,
             data,
             users: self.users,
@@ -179,6 +197,7 @@ fn spawn(
     listen: &[SocketAddr],
     configure: &[fn(&mut ServerConfig)],
     tls: Tls,
+    s3: Option<&S3Settings>,
 ) -> Running {
     let mut config = ServerConfig::new(data);
     config.login_fail_delay = Duration::from_millis(50);
@@ -189,6 +208,9 @@ fn spawn(
     if tls != Tls::Off {
         let source = ferry_server::tls::CertSource::generated_in(data);
         config.tls = Some(Arc::new(ferry_server::tls::Tls::load(source).unwrap()));
+    }
+    if let Some(settings) = s3 {
+        config.storage = StorageBackend::S3(Arc::new(S3Bucket::open(settings).unwrap()));
     }
     for f in configure {
         f(&mut config);
@@ -264,6 +286,8 @@ pub struct TestServer {
     configure: Vec<fn(&mut ServerConfig)>,
     /// Kept to restart with the same TLS setup.
     tls: Tls,
+    /// Kept to restart on the same bucket.
+    s3: Option<S3Settings>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -286,6 +310,7 @@ impl TestServer {
             listen: Vec::new(),
             configure: Vec::new(),
             tls: Tls::Off,
+            s3: None,
         }
     }
 
@@ -328,7 +353,13 @@ impl TestServer {
     /// `addrs` is updated), as an operator's restart would.
     pub fn restart(&mut self) {
         self.stop();
-        let running = spawn(self.data.path(), &self.listen, &self.configure, self.tls);
+        let running = spawn(
+            self.data.path(),
+            &self.listen,
+            &self.configure,
+            self.tls,
+            self.s3.as_ref(),
+        );
         self.addrs = running.addrs;
         self.stop = Some(running.stop);
         self.thread = Some(running.thread);

@@ -20,5 +20,6 @@ mod quota;
 mod raw;
 mod replay;
 mod resume;
+mod s3;
 mod smoke;
 mod user_cli;
