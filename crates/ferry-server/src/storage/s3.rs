@@ -615,3 +615,153 @@ impl Storage for S3Storage {
         Ok(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use object_store::memory::InMemory;
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::storage::resolve;
+
+    /// The S3 mapping over object_store's in-memory store: the same trait S3 is driven
+    /// through, without a server (tests/it/s3.rs runs against a real S3 protocol server).
+    fn storage() -> S3Storage {
+        S3Storage {
+            store: Arc::new(InMemory::new()),
+            root: Path::from("users/alice"),
+        }
+    }
+
+    fn vpath(s: &str) -> VirtualPath {
+        resolve(&VirtualPath::root(), s)
+    }
+
+    async fn put(storage: &S3Storage, path: &str, bytes: &[u8]) {
+        let mut up = storage
+            .write(&vpath(path), UploadMode::Replace)
+            .await
+            .unwrap();
+        up.write_all(bytes).await.unwrap();
+        up.commit().await.unwrap();
+    }
+
+    async fn get(storage: &S3Storage, path: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let download = storage.read(&vpath(path), 0).await.unwrap();
+        download.into_reader().read_to_end(&mut out).await.unwrap();
+        out
+    }
+
+    async fn names(storage: &S3Storage, path: &str) -> Vec<(String, bool)> {
+        let mut listing = storage.list(&vpath(path)).await.unwrap();
+        let mut names = Vec::new();
+        while let Some(batch) = listing.next_batch().await.unwrap() {
+            names.extend(batch.into_iter().map(|e| (e.name, e.metadata.is_dir)));
+        }
+        names
+    }
+
+    #[test]
+    fn keys_stay_under_the_users_prefix_one_segment_per_name() {
+        let s = storage();
+        for name in [
+            "/a/b",
+            "/..\\..\\etc",
+            "/a%2F..%2F..%2Fbob",
+            "/%2e%2e/x",
+            "/x/..",
+            "/../../bob/secret",
+            "/ a /\t",
+        ] {
+            let path = vpath(name);
+            let key = s.key(&path).unwrap();
+            assert!(key.prefix_matches(&s.root), "{name} -> {key}");
+            let segments = path.as_str().split('/').filter(|p| !p.is_empty()).count();
+            assert_eq!(key.parts().count(), 2 + segments, "{name} -> {key}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_marker_name_is_not_a_name_clients_may_use() {
+        let s = storage();
+        let marker = vpath("/d/.ferry-dir");
+        assert!(matches!(
+            s.write(&marker, UploadMode::Replace).await,
+            Err(StorageError::InvalidName)
+        ));
+        assert!(matches!(
+            s.create_dir(&marker).await,
+            Err(StorageError::InvalidName)
+        ));
+        assert!(matches!(
+            s.metadata(&marker).await,
+            Err(StorageError::InvalidName)
+        ));
+    }
+
+    #[tokio::test]
+    async fn markers_make_empty_directories_and_are_neither_listed_nor_counted() {
+        let s = storage();
+        s.create_dir(&vpath("/d")).await.unwrap();
+        assert_eq!(names(&s, "/").await, [("d".to_string(), true)]);
+        assert!(names(&s, "/d").await.is_empty());
+        put(&s, "/d/f", b"abc").await;
+        assert_eq!(names(&s, "/d").await, [("f".to_string(), false)]);
+        assert_eq!(s.scan().await.unwrap(), Usage { bytes: 3, files: 1 });
+        assert!(matches!(
+            s.remove_dir(&vpath("/d")).await,
+            Err(StorageError::DirectoryNotEmpty)
+        ));
+        s.remove_file(&vpath("/d/f")).await.unwrap();
+        s.remove_dir(&vpath("/d")).await.unwrap();
+        assert!(matches!(
+            s.metadata(&vpath("/d")).await,
+            Err(StorageError::NotFound)
+        ));
+        assert_eq!(s.scan().await.unwrap(), Usage::default());
+    }
+
+    #[tokio::test]
+    async fn aborted_or_dropped_uploads_leave_the_old_object_or_nothing() {
+        let s = storage();
+        put(&s, "/f", b"old").await;
+        let mut up = s.write(&vpath("/f"), UploadMode::Replace).await.unwrap();
+        up.write_all(b"new bytes").await.unwrap();
+        up.abort().await;
+        assert_eq!(get(&s, "/f").await, b"old");
+        let mut up = s.write(&vpath("/g"), UploadMode::Replace).await.unwrap();
+        up.write_all(b"never committed").await.unwrap();
+        drop(up);
+        assert!(matches!(
+            s.metadata(&vpath("/g")).await,
+            Err(StorageError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn append_and_resume_are_refused_with_504() {
+        let s = storage();
+        put(&s, "/f", b"0123").await;
+        for mode in [UploadMode::Append, UploadMode::ResumeAt(2)] {
+            let Err(err) = s.write(&vpath("/f"), mode).await else {
+                panic!("{mode:?} accepted");
+            };
+            assert_eq!(err.reply_code(), 504, "{mode:?}: {err}");
+        }
+        assert_eq!(get(&s, "/f").await, b"0123");
+    }
+
+    #[tokio::test]
+    async fn a_directory_renamed_into_itself_is_553_and_moves_nothing() {
+        let s = storage();
+        s.create_dir(&vpath("/d")).await.unwrap();
+        put(&s, "/d/f", b"f").await;
+        let err = s
+            .rename(&vpath("/d"), &vpath("/d/inner"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.reply_code(), 553);
+        assert_eq!(get(&s, "/d/f").await, b"f");
+    }
+}
