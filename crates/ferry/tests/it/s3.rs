@@ -12,6 +12,7 @@ use ferry_server::storage::s3::S3Settings;
 use suppaftp::tokio::AsyncFtpStream;
 use testkit::{TestServer, moto, random_bytes};
 
+use super::binary::{Server, run_to_end};
 use super::quota::{site_quota, usage_file};
 use super::raw::Raw;
 
@@ -402,4 +403,59 @@ async fn quota_refuses_uploads_over_the_limit_with_552_and_usage_matches_the_buc
     server.restart();
     let mut c = Raw::login(server.addr(), "q", "q-pw").await;
     assert_eq!(site_quota(&mut c).await, usage(1000, 1));
+}
+
+#[test]
+fn ferry_serve_keeps_files_in_the_bucket_its_ferry_toml_names() {
+    let bucket = moto::bucket();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let toml = format!(
+        "storage = \"s3\"\n\n[s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nbucket = \"{}\"\nprefix = \"tenants/\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n",
+        moto::endpoint(),
+        bucket.bucket
+    );
+    std::fs::write(data.join("ferry.toml"), toml).unwrap();
+    let add = run_to_end(
+        data,
+        &["user", "add", "carol", "--password-stdin"],
+        "carol-pw\n",
+    );
+    assert_eq!(add.0, Some(0), "{add:?}");
+    let server = Server::start(data, &["--listen", "127.0.0.1:0"], 1);
+    let url = format!("ftp://carol:carol-pw@{}/hello.txt", server.addr());
+    let local = data.join("upload.txt");
+    std::fs::write(&local, b"hello bucket").unwrap();
+
+    let curl = |args: &[&str]| {
+        Command::new("curl")
+            .args(["-s", "-S"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = curl(&["-T", local.to_str().unwrap(), &url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        moto::object(&bucket, "tenants/carol/hello.txt"),
+        Some(b"hello bucket".to_vec())
+    );
+    let out = curl(&[&url]);
+    assert_eq!(out.stdout, b"hello bucket");
+    // curl --append sends APPE: refused, and the object is as it was.
+    let out = curl(&["-a", "-T", local.to_str().unwrap(), &url]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("504"),
+        "{out:?}"
+    );
+    assert_eq!(
+        moto::object(&bucket, "tenants/carol/hello.txt"),
+        Some(b"hello bucket".to_vec())
+    );
+    assert!(!data.join("home").join("carol").join("hello.txt").exists());
 }
