@@ -740,6 +740,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_empty_upload_is_an_empty_object_and_a_read_at_its_end_is_empty() {
+        let s = storage();
+        put(&s, "/empty", b"").await;
+        assert_eq!(s.metadata(&vpath("/empty")).await.unwrap().len, 0);
+        assert!(get(&s, "/empty").await.is_empty());
+        put(&s, "/f", b"abc").await;
+        let mut tail = Vec::new();
+        let download = s.read(&vpath("/f"), 3).await.unwrap();
+        download.into_reader().read_to_end(&mut tail).await.unwrap();
+        assert!(tail.is_empty());
+        assert!(matches!(
+            s.read(&vpath("/f"), 4).await,
+            Err(StorageError::InvalidOffset { offset: 4, len: 3 })
+        ));
+    }
+
+    #[tokio::test]
     async fn append_and_resume_are_refused_with_504() {
         let s = storage();
         put(&s, "/f", b"0123").await;
