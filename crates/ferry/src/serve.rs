@@ -100,7 +100,7 @@ struct S3Args {
     /// S3 bucket holding every user's files. Key: [s3] bucket.
     #[arg(long, value_name = "NAME")]
     s3_bucket: Option<String>,
-    /// Key prefix before each user's name, e.g. `ferry/` (default: none). Key: [s3] prefix.
+    /// Key folder holding the users' folders, e.g. `ferry/` (default: none). Key: [s3] prefix.
     #[arg(long, value_name = "PREFIX")]
     s3_prefix: Option<String>,
 }

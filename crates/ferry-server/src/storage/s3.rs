@@ -31,9 +31,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::buffered::BufWriter;
 use object_store::path::{Path, PathPart};
-use object_store::{
-    ClientOptions, GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig,
-};
+use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::quota::Usage;
@@ -63,7 +61,8 @@ pub struct S3Settings {
     pub region: Option<String>,
     /// The bucket holding every user's files.
     pub bucket: String,
-    /// Prepended to each user's name to form the user's key prefix, e.g. `ferry/`.
+    /// The key folder holding the users' folders, e.g. `ferry/` (a missing final `/` is
+    /// implied): alice's files are under `ferry/alice/`. Empty: users are top-level folders.
     pub prefix: String,
     /// Access key; when absent, AWS_ACCESS_KEY_ID (and the rest of the usual environment).
     pub access_key_id: Option<String>,
@@ -118,12 +117,8 @@ impl S3Bucket {
             retry_timeout: Duration::from_secs(20),
             ..RetryConfig::default()
         };
-        // Client options first: setting them replaces any set before (allow_http included).
-        let options = ClientOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(60));
+        // object_store's own timeouts stand (5 s to connect, 30 s a request).
         let mut builder = AmazonS3Builder::from_env()
-            .with_client_options(options)
             .with_retry(retry)
             .with_bucket_name(&settings.bucket);
         if let Some(endpoint) = &settings.endpoint {
