@@ -1,7 +1,8 @@
 //! A real PostgreSQL server for tests: the machine's own (Debian's `postgresql` package,
 //! installed by scripts/test), started once per test process in a temporary data directory
 //! on a free loopback port, and stopped when the test process exits. Each test makes its own
-//! database, so tests run in parallel without seeing each other's accounts.
+//! database, so tests run in parallel without seeing each other's accounts. The server offers
+//! TLS with a certificate for 127.0.0.1 made at start ([`Postgres::ca_path`] verifies it).
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -24,6 +25,8 @@ pub struct Postgres {
     port: u16,
     /// psql and friends.
     bin: PathBuf,
+    /// The server's self-signed certificate, to verify it by.
+    ca: PathBuf,
     /// The wrapper shell's stdin: when the test process exits the pipe closes, and the shell
     /// stops the server. Never written.
     _lifeline: Mutex<ChildStdin>,
@@ -99,9 +102,15 @@ fn start() -> Postgres {
         .unwrap()
         .keep();
     let data = dir.join("data");
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    // PostgreSQL refuses a key others can read.
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     if is_root() {
         let status = Command::new("chown")
-            .args(["postgres:postgres"])
+            .args(["-R", "postgres:postgres"])
             .arg(&dir)
             .status()
             .unwrap();
@@ -123,7 +132,8 @@ fn start() -> Postgres {
     // to stop (fast shutdown), and its files are removed once it has.
     let postgres = format!(
         "{prefix} {server} -D {data} -k {dir} -h 127.0.0.1 -p {port} -c fsync=off \
-         -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 & pid=$!; \
+         -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
+         -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key} & pid=$!; \
          read _; kill -INT $pid; wait $pid; rm -rf {dir}",
         prefix = if is_root() {
             "setpriv --reuid=postgres --regid=postgres --init-groups --"
@@ -133,6 +143,8 @@ fn start() -> Postgres {
         server = bin.join("postgres").display(),
         data = data.display(),
         dir = dir.display(),
+        cert = cert.display(),
+        key = key.display(),
     );
     let mut child = Command::new("sh")
         .args(["-c", &postgres])
@@ -145,6 +157,7 @@ fn start() -> Postgres {
     let server = Postgres {
         port,
         bin,
+        ca: cert,
         _lifeline: Mutex::new(lifeline),
         shell: Mutex::new(child),
     };
@@ -173,6 +186,11 @@ impl Postgres {
         );
         self.sql("postgres", &format!("CREATE DATABASE {name}"));
         self.url(&name)
+    }
+
+    /// The server's certificate, for `sslrootcert=` in a URL with `sslmode=verify-full`.
+    pub fn ca_path(&self) -> &Path {
+        &self.ca
     }
 
     /// The URL of database `name`.

@@ -241,3 +241,40 @@ async fn two_nodes_uploading_for_one_user_stay_within_the_quota() {
     assert!(!upload(node_a.addr(), "over.bin".into(), vec![1]).await);
     assert_eq!(recorded_usage(&url, "carol"), (QUOTA, files + 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_connection_can_require_a_verified_tls_server() {
+    let pg = testkit::postgres::server();
+    let url = pg.create_database();
+    let root = TempDir::new().unwrap();
+    let verified = format!(
+        "{url}?sslmode=verify-full&sslrootcert={}",
+        pg.ca_path().display()
+    );
+    let data = node_data(root.path(), "a", &verified);
+    let node = Server::start(&data, &["--listen", "127.0.0.1:0"], 1);
+    let admin = node.admin_password().unwrap();
+    assert_eq!(login_code(&node, "admin", &admin).await, 230);
+    let database = url.rsplit('/').next().unwrap();
+    let encrypted = pg.query(
+        &url,
+        &format!(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_ssl s \
+             JOIN pg_stat_activity a USING (pid) WHERE a.datname = '{database}' \
+             AND a.pid <> pg_backend_pid()"
+        ),
+    );
+    let (tls, all) = encrypted.split_once('|').unwrap();
+    assert!(all.parse::<u32>().unwrap() >= 1, "{encrypted}");
+    assert_eq!(tls, all, "connections with TLS | all: {encrypted}");
+
+    // A server whose certificate does not chain to the given root is refused.
+    let other = root.path().join("other-ca.pem");
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    fs::write(&other, made.cert.pem()).unwrap();
+    let wrong = format!("{url}?sslmode=verify-full&sslrootcert={}", other.display());
+    let data = node_data(root.path(), "b", &wrong);
+    let (code, _, err) = run_to_end(&data, &["user", "list"], "");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot open the user database"), "{err}");
+}
