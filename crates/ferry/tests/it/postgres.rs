@@ -136,6 +136,11 @@ async fn accounts_made_on_one_node_log_in_on_the_other() {
         .unwrap();
     ftp.quit().await.unwrap();
 
+    // Files changed behind the server's back: `rescan` on either node records the truth.
+    fs::write(home.join("side.bin"), [7u8; 500]).unwrap();
+    ferry_user(&b, &["rescan", "alice"], "");
+    assert_eq!(recorded_usage(&url, "alice"), (100_500, 2));
+
     // Deleted on A: refused on B, files kept.
     ferry_user(&a, &["del", "alice"], "");
     assert_eq!(login_code(&node_b, "alice", "second-pw").await, 530);
