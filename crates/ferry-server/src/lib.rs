@@ -9,6 +9,7 @@ pub mod listener;
 pub mod listing;
 pub mod login_cache;
 pub mod password_checks;
+pub mod pg;
 pub mod quota;
 mod session;
 pub mod storage;

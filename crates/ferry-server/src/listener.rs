@@ -29,7 +29,7 @@ use crate::users::UserStore;
 pub struct Shared {
     /// Settings.
     pub config: ServerConfig,
-    /// Accounts, reloaded when users.toml changes.
+    /// Accounts: users.toml (reloaded when it changes) or PostgreSQL.
     pub users: Arc<UserStore>,
     /// Quota usage of every user who logged in, shared by their sessions.
     pub quotas: QuotaRegistry,
@@ -131,7 +131,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let grace = config.shutdown_grace;
-    let quotas = QuotaRegistry::open(&config.data_dir)?;
+    let quotas = match users.usage_ledger() {
+        Some(ledger) => QuotaRegistry::shared(&config.data_dir, ledger),
+        None => QuotaRegistry::open(&config.data_dir)?,
+    };
     let login_throttle = LoginThrottle::new(config.max_login_failures_per_ip, config.login_block);
     // One core is left for the sessions' I/O.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -26,6 +26,10 @@ use crate::storage::{
 };
 use crate::users::{FileStamp, UserError, replace_file, stamp_of};
 
+/// Bytes a node charges the shared ledger for at a time while an upload runs: one database
+/// round trip per 4 MiB received, and at most this much of a user's quota held ahead per node.
+const LEASE_BYTES: u64 = 4 << 20;
+
 /// Folder of the usage files inside the data directory.
 const QUOTA_DIR: &str = "quota";
 /// Present while a server runs; left behind by a crash.
@@ -66,6 +70,29 @@ pub enum QuotaExceeded {
         /// The limit.
         limit: u64,
     },
+}
+
+/// Usage shared by several nodes (the PostgreSQL user store): the ledger holds each user's
+/// usage, and charges against the limit are atomic there, so nodes cannot jointly exceed it.
+/// Usage in the ledger includes what running uploads have charged ahead (leases).
+#[async_trait]
+pub trait UsageLedger: Send + Sync + std::fmt::Debug {
+    /// The recorded usage; `None` until the user's home was first measured.
+    async fn usage(&self, user: &str) -> Result<Option<Usage>, UserError>;
+    /// Records `scanned` unless another node recorded usage first; returns what is recorded.
+    async fn init_usage(&self, user: &str, scanned: Usage) -> Result<Usage, UserError>;
+    /// Adds `bytes` and `files` if that stays within the user's limits, atomically; returns
+    /// the usage after, or the refusal.
+    async fn charge(
+        &self,
+        user: &str,
+        bytes: u64,
+        files: u64,
+    ) -> Result<Result<Usage, QuotaExceeded>, UserError>;
+    /// Adds (or, negative, subtracts) without a limit check; returns the usage after.
+    async fn adjust(&self, user: &str, bytes: i64, files: i64) -> Result<Usage, UserError>;
+    /// Replaces the usage with a scan's result.
+    async fn set_usage(&self, user: &str, usage: Usage) -> Result<(), UserError>;
 }
 
 /// Parses a size such as `500MiB`, `2GB`, `1.5 GiB`, `4096` or `none` (unlimited).
@@ -164,22 +191,24 @@ pub fn write_usage(path: &Path, usage: Usage) -> Result<(), UserError> {
     replace_file(path, text.as_bytes(), false)
 }
 
-/// Recomputes a user's usage from their home and writes the usage file; a running server
-/// takes it over at the user's next login.
-pub fn rescan(data_dir: &Path, user: &str, home: &Path) -> Result<Usage, UserError> {
-    let usage = crate::storage::fs::scan_home(home).map_err(|source| UserError::Read {
+/// Measures a user's usage by walking their home (`ferry user rescan`); a running server
+/// takes the recorded figure over at the user's next login.
+pub fn scan(home: &Path) -> Result<Usage, UserError> {
+    crate::storage::fs::scan_home(home).map_err(|source| UserError::Read {
         path: home.to_path_buf(),
         source,
-    })?;
-    write_usage(&usage_file(data_dir, user), usage)?;
-    Ok(usage)
+    })
 }
 
 /// The accounting of one user, shared by all of that user's sessions.
 #[derive(Debug)]
 pub struct UserQuota {
-    /// DATA/quota/<user>.toml, rewritten after every change.
+    /// The user's name, the ledger's key.
+    user: String,
+    /// DATA/quota/<user>.toml, rewritten after every change (single node).
     file: PathBuf,
+    /// Usage shared with other nodes; `None`: this node alone keeps it (in `file`).
+    ledger: Option<Arc<dyn UsageLedger>>,
     /// Usage, reservations and limits; held only for arithmetic, never across I/O.
     state: Mutex<State>,
     /// Held across a rename's or delete's look at its target, the change and its settlement,
@@ -198,6 +227,14 @@ struct State {
     /// The usage file as this server last wrote it; anything else means `ferry user rescan`
     /// (or a person) replaced it, and it is read again at the next login.
     written: Option<FileStamp>,
+    /// Shared usage: bytes and files charged to the ledger and not yet reserved by an upload.
+    lease_bytes: u64,
+    /// See `lease_bytes`.
+    lease_files: u64,
+    /// Shared usage: changes settled here and not yet applied to the ledger.
+    pending_bytes: i128,
+    /// See `pending_bytes`.
+    pending_files: i64,
     /// Paths with uploads running, and how many of each.
     uploading: HashMap<String, usize>,
     /// Something changed a path while an upload to it (or below it) was running, or two
@@ -208,18 +245,30 @@ struct State {
 
 impl UserQuota {
     /// Accounting persisted in `file`, starting from `used` with nothing reserved.
-    fn new(file: PathBuf, limits: Limits, used: Usage) -> Self {
+    fn new(
+        user: &str,
+        file: PathBuf,
+        ledger: Option<Arc<dyn UsageLedger>>,
+        limits: Limits,
+        used: Usage,
+    ) -> Self {
         let state = State {
             limits,
             used,
             reserved_bytes: 0,
             reserved_files: 0,
+            lease_bytes: 0,
+            lease_files: 0,
+            pending_bytes: 0,
+            pending_files: 0,
             written: None,
             uploading: HashMap::new(),
             tangled: false,
         };
         UserQuota {
+            user: user.to_owned(),
             file,
+            ledger,
             state: Mutex::new(state),
             changes: tokio::sync::Mutex::new(()),
         }
@@ -250,6 +299,85 @@ impl UserQuota {
         Ok(())
     }
 
+    /// Shared usage: takes `bytes` and `files` from what this node charged ahead; false when
+    /// there is not enough and [`UserQuota::lease`] must charge more first.
+    fn take_lease(&self, bytes: u64, files: u64) -> bool {
+        let mut state = self.lock();
+        if state.lease_bytes < bytes || state.lease_files < files {
+            return false;
+        }
+        state.lease_bytes -= bytes;
+        state.lease_files -= files;
+        state.reserved_bytes += bytes;
+        state.reserved_files += files;
+        true
+    }
+
+    /// Shared usage: charges the ledger for at least `bytes` bytes and `files` files beyond
+    /// the lease held; asks for [`LEASE_BYTES`] when the quota has room, so a large upload
+    /// goes to the database once per lease, not per buffer. A refusal is an io::Error
+    /// carrying the [`QuotaExceeded`], as writes report it.
+    async fn lease(&self, bytes: u64, files: u64) -> io::Result<()> {
+        let Some(ledger) = &self.ledger else {
+            return Ok(());
+        };
+        let ask = |n| async move {
+            ledger
+                .charge(&self.user, n, files)
+                .await
+                .map_err(io::Error::other)
+        };
+        let generous = if bytes > 0 { bytes.max(LEASE_BYTES) } else { 0 };
+        let (mut granted, mut charged) = (generous, ask(generous).await?);
+        if charged.is_err() && generous > bytes {
+            (granted, charged) = (bytes, ask(bytes).await?);
+        }
+        let used = charged.map_err(io::Error::other)?;
+        let mut state = self.lock();
+        state.lease_bytes += granted;
+        state.lease_files += files;
+        state.used = used;
+        Ok(())
+    }
+
+    /// True when usage is shared with other nodes through a ledger.
+    fn is_shared(&self) -> bool {
+        self.ledger.is_some()
+    }
+
+    /// Shared usage: applies settled changes to the ledger, and gives back leases once no
+    /// upload of this user runs here. Single node: nothing to do.
+    async fn flush(&self) {
+        let Some(ledger) = &self.ledger else {
+            return;
+        };
+        let (bytes, files) = {
+            let mut state = self.lock();
+            if state.uploading.is_empty() && state.reserved_bytes == 0 {
+                state.pending_bytes -= i128::from(std::mem::take(&mut state.lease_bytes));
+                state.pending_files -=
+                    i64::try_from(std::mem::take(&mut state.lease_files)).unwrap_or(i64::MAX);
+            }
+            (
+                std::mem::take(&mut state.pending_bytes),
+                std::mem::take(&mut state.pending_files),
+            )
+        };
+        if bytes == 0 && files == 0 {
+            return;
+        }
+        let delta = i64::try_from(bytes).unwrap_or(if bytes < 0 { i64::MIN } else { i64::MAX });
+        match ledger.adjust(&self.user, delta, files).await {
+            Ok(used) => self.lock().used = used,
+            Err(err) => {
+                warn!(user = %self.user, error = &err as &dyn std::error::Error, "cannot record quota usage; will retry");
+                let mut state = self.lock();
+                state.pending_bytes += bytes;
+                state.pending_files += files;
+            }
+        }
+    }
+
     fn try_reserve_file(&self) -> Result<(), QuotaExceeded> {
         let mut state = self.lock();
         if let Some(limit) = state.limits.files
@@ -273,6 +401,14 @@ impl UserQuota {
             let mut state = self.lock();
             state.reserved_bytes = state.reserved_bytes.saturating_sub(released_bytes);
             state.reserved_files = state.reserved_files.saturating_sub(released_files);
+            if self.is_shared() {
+                // What was reserved is already charged to the ledger; the change left over
+                // goes there at the next flush.
+                state.pending_bytes += bytes_delta - i128::from(released_bytes);
+                state.pending_files +=
+                    files_delta - i64::try_from(released_files).unwrap_or(i64::MAX);
+                return;
+            }
             state.used.bytes =
                 (i128::from(state.used.bytes) + bytes_delta).clamp(0, i128::from(u64::MAX)) as u64;
             state.used.files = state.used.files.saturating_add_signed(files_delta);
@@ -328,7 +464,15 @@ impl UserQuota {
     }
 
     /// Usage as a scan found it (taken while no upload ran and nothing else could change).
-    fn rescanned(&self, used: Usage) {
+    /// Shared usage: the scan replaces the ledger's figure, so an upload running on another
+    /// node at that moment is counted when it settles, not before.
+    async fn rescanned(&self, used: Usage) {
+        if let Some(ledger) = &self.ledger {
+            self.flush().await;
+            if let Err(err) = ledger.set_usage(&self.user, used).await {
+                warn!(user = %self.user, error = &err as &dyn std::error::Error, "cannot record rescanned quota usage");
+            }
+        }
         self.lock().used = used;
         info!(
             bytes = used.bytes,
@@ -339,6 +483,9 @@ impl UserQuota {
     }
 
     fn persist(&self, used: Usage) {
+        if self.is_shared() {
+            return;
+        }
         match write_usage(&self.file, used) {
             Ok(()) => self.lock().written = stamp_of(&self.file).ok().flatten(),
             Err(err) => warn!(
@@ -359,6 +506,8 @@ pub struct QuotaRegistry {
     /// When this server started: temporary upload files older than this are a killed
     /// server's leftovers.
     started: SystemTime,
+    /// Usage shared with other nodes; `None`: kept in DATA/quota/.
+    ledger: Option<Arc<dyn UsageLedger>>,
 }
 
 impl QuotaRegistry {
@@ -385,11 +534,25 @@ impl QuotaRegistry {
             data_dir: data_dir.to_path_buf(),
             users: Mutex::default(),
             started: SystemTime::now(),
+            ledger: None,
         })
+    }
+
+    /// Usage kept in `ledger`, shared with the other nodes using it; nothing in DATA/quota/.
+    pub fn shared(data_dir: &Path, ledger: Arc<dyn UsageLedger>) -> Self {
+        QuotaRegistry {
+            data_dir: data_dir.to_path_buf(),
+            users: Mutex::default(),
+            started: SystemTime::now(),
+            ledger: Some(ledger),
+        }
     }
 
     /// Marks a clean stop: usage files are current.
     pub fn close(&self) {
+        if self.ledger.is_some() {
+            return;
+        }
         let marker = self.data_dir.join(QUOTA_DIR).join(RUNNING_MARKER);
         if let Err(err) = std::fs::remove_file(marker) {
             warn!(%err, "cannot remove the quota running marker");
@@ -404,6 +567,9 @@ impl QuotaRegistry {
         limits: Limits,
         storage: &dyn Storage,
     ) -> Result<Arc<UserQuota>, StorageError> {
+        if let Some(ledger) = &self.ledger {
+            return self.shared_for_user(ledger, name, limits, storage).await;
+        }
         let file = usage_file(&self.data_dir, name);
         let existing = self
             .users
@@ -434,32 +600,75 @@ impl QuotaRegistry {
         }
         let used = match read_usage(&file) {
             Some(used) => used,
+            // No usage file: first login ever, or the last server was killed.
+            None => self.measure(name, storage).await?,
+        };
+        let quota = Arc::new(UserQuota::new(name, file, None, limits, used));
+        quota.persist(used);
+        Ok(self.remember(name, quota))
+    }
+
+    /// [`QuotaRegistry::for_user`] with usage in the ledger: read at every login, so this
+    /// node starts from what all nodes did; measured once, by the first node to need it.
+    async fn shared_for_user(
+        &self,
+        ledger: &Arc<dyn UsageLedger>,
+        name: &str,
+        limits: Limits,
+        storage: &dyn Storage,
+    ) -> Result<Arc<UserQuota>, StorageError> {
+        let ledger_err = |err: UserError| StorageError::Io(io::Error::other(err));
+        let used = match ledger.usage(name).await.map_err(ledger_err)? {
+            Some(used) => used,
             None => {
-                // No usage file: first login ever, or the last server was killed, perhaps
-                // in the middle of uploads whose temporary files are still there.
-                match storage.remove_stale_uploads(self.started).await {
-                    Ok(0) => {}
-                    Ok(n) => info!(
-                        user = name,
-                        files = n,
-                        "removed interrupted uploads of an earlier run"
-                    ),
-                    Err(err) => warn!(user = name, %err, "cannot remove interrupted uploads"),
-                }
-                let used = storage.scan().await?;
-                info!(
-                    user = name,
-                    bytes = used.bytes,
-                    files = used.files,
-                    "quota usage scanned"
-                );
-                used
+                let scanned = self.measure(name, storage).await?;
+                ledger.init_usage(name, scanned).await.map_err(ledger_err)?
             }
         };
-        let quota = Arc::new(UserQuota::new(file, limits, used));
-        quota.persist(used);
+        let existing = self
+            .users
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned();
+        if let Some(quota) = existing {
+            let mut state = quota.lock();
+            state.limits = limits;
+            state.used = used;
+            drop(state);
+            return Ok(quota);
+        }
+        let file = usage_file(&self.data_dir, name);
+        let quota = UserQuota::new(name, file, Some(Arc::clone(ledger)), limits, used);
+        Ok(self.remember(name, Arc::new(quota)))
+    }
+
+    /// Usage measured by walking the home, after removing uploads an earlier run left
+    /// half-done (their temporary files would be counted).
+    async fn measure(&self, name: &str, storage: &dyn Storage) -> Result<Usage, StorageError> {
+        match storage.remove_stale_uploads(self.started).await {
+            Ok(0) => {}
+            Ok(n) => info!(
+                user = name,
+                files = n,
+                "removed interrupted uploads of an earlier run"
+            ),
+            Err(err) => warn!(user = name, %err, "cannot remove interrupted uploads"),
+        }
+        let used = storage.scan().await?;
+        info!(
+            user = name,
+            bytes = used.bytes,
+            files = used.files,
+            "quota usage scanned"
+        );
+        Ok(used)
+    }
+
+    /// Keeps `quota` for the user's next sessions (or the one another login kept first).
+    fn remember(&self, name: &str, quota: Arc<UserQuota>) -> Arc<UserQuota> {
         let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(Arc::clone(users.entry(name.to_string()).or_insert(quota)))
+        Arc::clone(users.entry(name.to_string()).or_insert(quota))
     }
 }
 
@@ -481,6 +690,21 @@ impl QuotaStorage {
     /// The accounting, for SITE QUOTA.
     pub fn quota(&self) -> &Arc<UserQuota> {
         &self.quota
+    }
+
+    /// Shared usage: reserves the file a new upload creates, charging the ledger if this
+    /// node holds no file lease.
+    async fn reserve_shared_file(&self) -> Result<(), StorageError> {
+        if !self.quota.take_lease(0, 1) {
+            self.quota.lease(0, 1).await?;
+            if !self.quota.take_lease(0, 1) {
+                // Another session of this user here took the file just charged.
+                return Err(StorageError::Quota(QuotaExceeded::Files {
+                    limit: self.quota.report().1.files.unwrap_or(0),
+                }));
+            }
+        }
+        Ok(())
     }
 
     /// Size of the regular file at `path`, if there is one.
@@ -517,10 +741,12 @@ impl Storage for QuotaStorage {
         self.quota.begin_upload(path);
         let before = self.file_len(path).await;
         let creates_file = before.is_none();
-        let opened = if creates_file {
-            self.quota.try_reserve_file().map_err(StorageError::Quota)
-        } else {
+        let opened = if !creates_file {
             Ok(())
+        } else if self.quota.is_shared() {
+            self.reserve_shared_file().await
+        } else {
+            self.quota.try_reserve_file().map_err(StorageError::Quota)
         };
         let opened = match opened {
             Ok(()) => self.inner.write(path, mode).await.inspect_err(|_| {
@@ -535,6 +761,7 @@ impl Storage for QuotaStorage {
                 if self.quota.end_upload(path) {
                     rescan_usage(Arc::clone(&self.inner), Arc::clone(&self.quota)).await;
                 }
+                self.quota.flush().await;
                 return Err(err);
             }
         };
@@ -564,6 +791,7 @@ impl Storage for QuotaStorage {
             written: 0,
             reserved: 0,
             exceeded: false,
+            leasing: None,
         }))
     }
 
@@ -582,6 +810,7 @@ impl Storage for QuotaStorage {
         self.inner.remove_file(path).await?;
         if let Some(len) = len {
             self.quota.settle(0, 0, -i128::from(len), -1);
+            self.quota.flush().await;
         }
         Ok(())
     }
@@ -599,6 +828,7 @@ impl Storage for QuotaStorage {
         self.inner.rename(from, to).await?;
         if let Some(len) = replaced {
             self.quota.settle(0, 0, -i128::from(len), -1);
+            self.quota.flush().await;
         }
         Ok(())
     }
@@ -635,6 +865,8 @@ struct QuotaUpload {
     reserved: u64,
     /// The quota refused a write: a file this upload created is removed.
     exceeded: bool,
+    /// Shared usage: the ledger being charged for the write waiting in `poll_write`.
+    leasing: Option<Pin<Box<dyn Future<Output = io::Result<()>> + Send>>>,
 }
 
 impl std::fmt::Debug for QuotaUpload {
@@ -663,17 +895,23 @@ impl QuotaUpload {
     }
 
     /// Reserves quota for `n` more bytes than written so far; refused past the limit.
-    fn reserve(&mut self, n: u64) -> io::Result<()> {
+    /// Shared usage: `Ok(Some(need))` when the ledger must first be charged for `need`.
+    fn reserve(&mut self, n: u64) -> io::Result<Option<u64>> {
         let wanted = (self.written + n).saturating_sub(self.credit);
         let need = wanted.saturating_sub(self.reserved);
-        if need > 0 {
+        if need > 0 && self.quota.is_shared() {
+            if !self.quota.take_lease(need, 0) {
+                return Ok(Some(need));
+            }
+            self.reserved += need;
+        } else if need > 0 {
             if let Err(exceeded) = self.quota.try_reserve_bytes(need) {
                 self.exceeded = true;
                 return Err(io::Error::other(exceeded));
             }
             self.reserved += need;
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Marks the upload over; when it was tangled with other changes and the last running,
@@ -698,7 +936,7 @@ async fn rescan_usage(storage: Arc<dyn Storage>, quota: Arc<UserQuota>) {
         }
     }
     match storage.scan().await {
-        Ok(used) => quota.rescanned(used),
+        Ok(used) => quota.rescanned(used).await,
         Err(err) => warn!(%err, "cannot rescan quota usage"),
     }
 }
@@ -710,8 +948,23 @@ impl AsyncWrite for QuotaUpload {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if let Err(err) = this.reserve(buf.len() as u64) {
-            return Poll::Ready(Err(err));
+        loop {
+            if let Some(leasing) = this.leasing.as_mut() {
+                let leased = std::task::ready!(leasing.as_mut().poll(cx));
+                this.leasing = None;
+                if let Err(err) = leased {
+                    this.exceeded = is_quota(&err);
+                    return Poll::Ready(Err(err));
+                }
+            }
+            match this.reserve(buf.len() as u64) {
+                Ok(None) => break,
+                Ok(Some(need)) => {
+                    let quota = Arc::clone(&this.quota);
+                    this.leasing = Some(Box::pin(async move { quota.lease(need, 0).await }));
+                }
+                Err(err) => return Poll::Ready(Err(err)),
+            }
         }
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(Err(io::Error::other("upload already finished")));
@@ -741,11 +994,17 @@ impl AsyncWrite for QuotaUpload {
 #[async_trait]
 impl Upload for QuotaUpload {
     fn direct_fd(&self) -> Option<io::Result<DirectFile>> {
+        // Shared usage is charged asynchronously, which the direct path cannot wait for.
+        if self.quota.is_shared() {
+            return None;
+        }
         self.inner.as_ref()?.direct_fd()
     }
 
     fn accept_direct(&mut self, n: u64) -> io::Result<()> {
-        self.reserve(n)?;
+        if self.reserve(n)?.is_some() {
+            return Err(io::Error::other("shared quota cannot be charged here"));
+        }
         let Some(inner) = self.inner.as_mut() else {
             return Err(io::Error::other("upload already finished"));
         };
@@ -766,6 +1025,7 @@ impl Upload for QuotaUpload {
                 if let Some(rescan) = self.end() {
                     rescan.await;
                 }
+                self.quota.flush().await;
                 Ok(())
             }
             Err(err) => {
@@ -776,6 +1036,7 @@ impl Upload for QuotaUpload {
                 if let Some(rescan) = self.end() {
                     rescan.await;
                 }
+                self.quota.flush().await;
                 Err(err)
             }
         }
@@ -798,7 +1059,14 @@ impl Upload for QuotaUpload {
         if let Some(rescan) = self.end() {
             rescan.await;
         }
+        self.quota.flush().await;
     }
+}
+
+/// True when `err` is a quota refusal travelling as an io::Error.
+fn is_quota(err: &io::Error) -> bool {
+    err.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<QuotaExceeded>().is_some())
 }
 
 /// The target's size after an upload ended early; `None` when the old state stands (a
@@ -828,10 +1096,15 @@ impl Drop for QuotaUpload {
             let len = (!self.replaces && (self.written > 0 || !self.creates_file))
                 .then_some(self.kept + self.written);
             self.settle(len, len.is_some());
-            if let Some(rescan) = self.end()
-                && let Ok(runtime) = tokio::runtime::Handle::try_current()
-            {
-                runtime.spawn(rescan);
+            let rescan = self.end();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let quota = Arc::clone(&self.quota);
+                runtime.spawn(async move {
+                    if let Some(rescan) = rescan {
+                        rescan.await;
+                    }
+                    quota.flush().await;
+                });
             }
         }
     }
@@ -866,7 +1139,7 @@ mod tests {
     fn quota(limits: Limits, used: Usage) -> UserQuota {
         let file =
             std::env::temp_dir().join(format!("ferry-quota-test-{}.toml", rand::random::<u64>()));
-        UserQuota::new(file, limits, used)
+        UserQuota::new("test", file, None, limits, used)
     }
 
     #[test]

@@ -10,9 +10,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use ferry_server::config::StorageBackend;
+use ferry_server::pg::PgStore;
 use ferry_server::storage::s3::{S3Bucket, S3Settings};
 use ferry_server::tls::{CertSource, Tls};
-use ferry_server::users::{self, UserStore};
+use ferry_server::users::{self, TomlUsers, UserStore};
 use ferry_server::{Listener, ServerConfig};
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -79,6 +80,10 @@ pub struct ServeArgs {
     /// session (for old clients; weaker against data-connection theft).
     #[arg(long)]
     no_require_tls_reuse: bool,
+    /// Keep accounts and quota usage in PostgreSQL (postgres://USER:PASSWORD@HOST:PORT/DB)
+    /// instead of users.toml, so several nodes share them.
+    #[arg(long, value_name = "URL", env = "FERRY_DATABASE_URL")]
+    database_url: Option<String>,
     /// Where users' files live: `fs` (home directories, the default) or `s3` (a bucket; see
     /// the [s3] table of ferry.toml, whose keys the --s3-* flags set).
     #[arg(long, value_name = "fs|s3")]
@@ -129,6 +134,7 @@ struct FileSettings {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     require_tls_reuse: Option<bool>,
+    database_url: Option<String>,
     storage: Option<String>,
     s3: Option<S3Table>,
 }
@@ -174,6 +180,11 @@ fn read_settings(data: &Path) -> anyhow::Result<FileSettings> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(FileSettings::default()),
         Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
     }
+}
+
+/// The PostgreSQL user store DATA/ferry.toml names, for `ferry user`.
+pub fn configured_database_url(data: &Path) -> anyhow::Result<Option<String>> {
+    Ok(read_settings(data)?.database_url)
 }
 
 /// Flags over ferry.toml over the embedded defaults.
@@ -330,26 +341,53 @@ fn raise_open_files_limit(max_sessions: usize) {
 /// Runs the server until Ctrl-C or SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     crate::init_logging();
-    let settings = read_settings(&args.data)?;
+    let mut settings = read_settings(&args.data)?;
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create data directory {}", args.data.display()))?;
+    let database_url = args.database_url.clone().or(settings.database_url.take());
     let (listen, config) = resolve(args, settings)?;
     if let Some(tls) = &config.tls {
         println!("TLS certificate {}", tls.cert_path().display());
         println!("  SHA-256 fingerprint {}", tls.fingerprint());
     }
-    if let Some(password) = users::ensure_admin(&config.data_dir)? {
-        println!("Created user 'admin' with password: {}", password.expose());
-        println!("This password is shown only once. Change it with:");
-        println!(
-            "  ferry user passwd admin --data {}",
-            config.data_dir.display()
-        );
-    }
-    let users = Arc::new(UserStore::open(&config.data_dir)?.with_login_cache(config.login_cache));
     raise_open_files_limit(config.max_sessions);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let users = runtime.block_on(open_users(&config, database_url.as_deref()))?;
     runtime.block_on(serve(listen, config, users))
+}
+
+/// Prints the password of an `admin` account a first start created.
+fn announce_admin(created: Option<users::Password>, data_dir: &Path) {
+    if let Some(password) = created {
+        println!("Created user 'admin' with password: {}", password.expose());
+        println!("This password is shown only once. Change it with:");
+        println!("  ferry user passwd admin --data {}", data_dir.display());
+    }
+}
+
+/// The accounts: users.toml, or PostgreSQL when a database URL is set; on a first start with
+/// no accounts, `admin` is created and its password printed once.
+async fn open_users(
+    config: &ServerConfig,
+    database_url: Option<&str>,
+) -> anyhow::Result<Arc<UserStore>> {
+    let data_dir = &config.data_dir;
+    let store = match database_url {
+        Some(url) => {
+            let db = PgStore::connect(url)
+                .await
+                .context("cannot open the user database")?;
+            info!("accounts and quota usage in PostgreSQL");
+            announce_admin(users::ensure_admin(&db, data_dir).await?, data_dir);
+            UserStore::postgres(data_dir, Arc::new(db))?
+        }
+        None => {
+            let directory = TomlUsers::new(data_dir)?;
+            announce_admin(users::ensure_admin(&directory, data_dir).await?, data_dir);
+            UserStore::open(data_dir)?
+        }
+    };
+    Ok(Arc::new(store.with_login_cache(config.login_cache)))
 }
 
 async fn serve(

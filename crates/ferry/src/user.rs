@@ -1,5 +1,6 @@
-//! `ferry user add|passwd|set|del|show|list|rescan`: edit DATA/users.toml and look at quota
-//! usage.
+//! `ferry user add|passwd|set|del|show|list|rescan`: edit the accounts (DATA/users.toml, or
+//! the PostgreSQL database named by --database-url / `database_url` in DATA/ferry.toml) and
+//! look at quota usage.
 //!
 //! A running server notices the changes on the next login; no restart is needed.
 
@@ -8,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use ferry_server::pg::PgStore;
 use ferry_server::quota;
-use ferry_server::users::{self, Password, UserDb, UserEntry, UserError};
+use ferry_server::users::{self, Password, TomlUsers, UserDirectory, UserEntry, UserError};
 
 /// Account management subcommands.
 #[derive(Debug, Subcommand)]
@@ -41,6 +43,10 @@ pub struct DataArgs {
         default_value = "./ferry-data"
     )]
     dir: PathBuf,
+    /// PostgreSQL user store (postgres://USER:PASSWORD@HOST:PORT/DB) instead of users.toml
+    /// [default: `database_url` in DATA/ferry.toml].
+    #[arg(long, value_name = "URL", env = "FERRY_DATABASE_URL")]
+    database_url: Option<String>,
 }
 
 /// How to obtain a new password.
@@ -152,56 +158,86 @@ fn parse_name(name: &str) -> Result<String, users::NameError> {
 
 /// Runs one `ferry user` subcommand.
 pub fn run(cmd: UserCommand) -> anyhow::Result<()> {
-    match cmd {
-        UserCommand::Add(args) => add(args),
-        UserCommand::Passwd(args) => passwd(args),
-        UserCommand::Set(args) => set(args),
-        UserCommand::Rescan(args) => rescan(args),
-        UserCommand::Del(args) => del(args),
-        UserCommand::Show(args) => show(args),
-        UserCommand::List(args) => list(args),
-    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        match cmd {
+            UserCommand::Add(args) => add(args).await,
+            UserCommand::Passwd(args) => passwd(args).await,
+            UserCommand::Set(args) => set(args).await,
+            UserCommand::Rescan(args) => rescan(args).await,
+            UserCommand::Del(args) => del(args).await,
+            UserCommand::Show(args) => show(args).await,
+            UserCommand::List(args) => list(args).await,
+        }
+    })
 }
 
-fn add(args: AddArgs) -> anyhow::Result<()> {
-    let data_dir = absolute(&args.data.dir)?;
+/// The accounts `args` point at, and the absolute data directory homes are relative to.
+async fn open(args: &DataArgs) -> anyhow::Result<(Box<dyn UserDirectory>, PathBuf)> {
+    let data_dir = absolute(&args.dir)?;
+    let url = match &args.database_url {
+        Some(url) => Some(url.clone()),
+        None => crate::serve::configured_database_url(&data_dir)?,
+    };
+    let directory: Box<dyn UserDirectory> = match url {
+        Some(url) => Box::new(
+            PgStore::connect(&url)
+                .await
+                .context("cannot open the user database")?,
+        ),
+        None => Box::new(TomlUsers::new(&data_dir)?),
+    };
+    Ok((directory, data_dir))
+}
+
+async fn add(args: AddArgs) -> anyhow::Result<()> {
+    let (directory, data_dir) = open(&args.data).await?;
     // Checked before prompting so nobody types a password twice for nothing.
-    if load(&data_dir)?.get(&args.name).is_some() {
+    if directory.get(&args.name).await?.is_some() {
         return Err(UserError::UserExists(args.name).into());
     }
     let password = read_new_password(&args.password)?;
     let home = args.home.unwrap_or_else(|| users::default_home(&args.name));
     let mut entry = UserEntry::new(users::hash_password(&password)?, home, args.read_only);
     args.quota.apply(&mut entry);
-    let home = users::add_user(&data_dir, &args.name, entry)?;
+    let home = users::create_home(&data_dir, &entry)?;
+    directory.add(&args.name, entry).await?;
     println!("added user {} with home {}", args.name, home.display());
     Ok(())
 }
 
-fn passwd(args: PasswdArgs) -> anyhow::Result<()> {
-    let data_dir = &args.data.dir;
-    if load(data_dir)?.get(&args.name).is_none() {
+async fn passwd(args: PasswdArgs) -> anyhow::Result<()> {
+    let (directory, _) = open(&args.data).await?;
+    if directory.get(&args.name).await?.is_none() {
         return Err(UserError::UnknownUser(args.name).into());
     }
     let password = read_new_password(&args.password)?;
-    users::set_password(data_dir, &args.name, users::hash_password(&password)?)?;
+    let phc = users::hash_password(&password)?;
+    directory
+        .update(&args.name, &|entry: &mut UserEntry| {
+            entry.password.clone_from(&phc)
+        })
+        .await?;
     println!("changed the password of {}", args.name);
     Ok(())
 }
 
-fn set(args: SetArgs) -> anyhow::Result<()> {
-    let data_dir = absolute(&args.data.dir)?;
-    let entry = users::update_user(&data_dir, &args.name, |entry| {
+async fn set(args: SetArgs) -> anyhow::Result<()> {
+    let (directory, data_dir) = open(&args.data).await?;
+    let change = |entry: &mut UserEntry| {
         args.quota.apply(entry);
         if let Some(read_only) = args.read_only {
             entry.read_only = read_only;
         }
         if let Some(home) = &args.home {
-            entry.home = home.clone();
+            entry.home.clone_from(home);
         }
-    })?;
-    let home = entry.resolved_home(&data_dir);
-    std::fs::create_dir_all(&home).with_context(|| format!("cannot create {}", home.display()))?;
+    };
+    let entry = directory.update(&args.name, &change).await?;
+    let home = users::create_home(&data_dir, &entry)?;
     println!(
         "updated {}: quota {}, {} files, read-only {}, home {}",
         args.name,
@@ -213,13 +249,15 @@ fn set(args: SetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rescan(args: NameArgs) -> anyhow::Result<()> {
-    let data_dir = absolute(&args.data.dir)?;
-    let db = load(&data_dir)?;
-    let entry = db
+async fn rescan(args: NameArgs) -> anyhow::Result<()> {
+    let (directory, data_dir) = open(&args.data).await?;
+    let entry = directory
         .get(&args.name)
+        .await?
         .ok_or_else(|| UserError::UnknownUser(args.name.clone()))?;
-    let usage = quota::rescan(&data_dir, &args.name, &entry.resolved_home(&data_dir))?;
+    let home = entry.resolved_home(&data_dir);
+    let usage = quota::scan(&home)?;
+    directory.set_usage(&args.name, usage).await?;
     println!(
         "{}: {} in {} files ({} bytes)",
         args.name,
@@ -243,9 +281,9 @@ fn usage_text(used: Option<u64>, limit: Option<u64>, show: impl Fn(u64) -> Strin
     }
 }
 
-fn del(args: NameArgs) -> anyhow::Result<()> {
-    let data_dir = absolute(&args.data.dir)?;
-    let entry = users::delete_user(&data_dir, &args.name)?;
+async fn del(args: NameArgs) -> anyhow::Result<()> {
+    let (directory, data_dir) = open(&args.data).await?;
+    let entry = directory.remove(&args.name).await?;
     println!(
         "deleted user {}; kept home directory {}",
         args.name,
@@ -254,16 +292,16 @@ fn del(args: NameArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn show(args: NameArgs) -> anyhow::Result<()> {
-    let data_dir = absolute(&args.data.dir)?;
-    let db = load(&data_dir)?;
-    let entry = db
+async fn show(args: NameArgs) -> anyhow::Result<()> {
+    let (directory, data_dir) = open(&args.data).await?;
+    let entry = directory
         .get(&args.name)
+        .await?
         .ok_or_else(|| UserError::UnknownUser(args.name.clone()))?;
     println!("name:      {}", args.name);
     println!("home:      {}", entry.resolved_home(&data_dir).display());
     println!("read-only: {}", yes_no(entry.read_only));
-    let usage = quota::read_usage(&quota::usage_file(&data_dir, &args.name));
+    let usage = directory.usage(&args.name).await?;
     let bytes = usage_text(usage.map(|u| u.bytes), entry.quota_bytes, quota::human);
     let files = usage_text(usage.map(|u| u.files), entry.quota_files, |n| n.to_string());
     println!("disk:      {bytes}");
@@ -271,22 +309,19 @@ fn show(args: NameArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn list(args: DataArgs) -> anyhow::Result<()> {
-    let data_dir = absolute(&args.dir)?;
-    let db = load(&data_dir)?;
-    let rows: Vec<[String; 5]> = db
-        .iter()
-        .map(|(name, entry)| {
-            let usage = quota::read_usage(&quota::usage_file(&data_dir, name));
-            [
-                name.to_string(),
-                yes_no(entry.read_only).to_string(),
-                usage_text(usage.map(|u| u.bytes), entry.quota_bytes, quota::human),
-                usage_text(usage.map(|u| u.files), entry.quota_files, |n| n.to_string()),
-                entry.resolved_home(&data_dir).display().to_string(),
-            ]
-        })
-        .collect();
+async fn list(args: DataArgs) -> anyhow::Result<()> {
+    let (directory, data_dir) = open(&args).await?;
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    for (name, entry) in directory.list().await? {
+        let usage = directory.usage(&name).await?;
+        rows.push([
+            name,
+            yes_no(entry.read_only).to_string(),
+            usage_text(usage.map(|u| u.bytes), entry.quota_bytes, quota::human),
+            usage_text(usage.map(|u| u.files), entry.quota_files, |n| n.to_string()),
+            entry.resolved_home(&data_dir).display().to_string(),
+        ]);
+    }
     let header = ["NAME", "READ-ONLY", "DISK", "FILES", "HOME"].map(String::from);
     let mut widths = [0usize; 5];
     for row in std::iter::once(&header).chain(&rows) {
@@ -308,10 +343,6 @@ fn list(args: DataArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn load(data_dir: &Path) -> Result<UserDb, UserError> {
-    UserDb::load(&users::users_file(data_dir))
 }
 
 /// Makes homes print as absolute paths, which is what the server will use.

@@ -52,8 +52,18 @@ pub(super) async fn pass(s: &mut Session, password: Password) -> io::Result<Flow
         return Ok(Flow::Close);
     }
     let users = Arc::clone(&s.shared.users);
-    let check_name = name.clone();
-    let cached = users.authenticate_cached(&name, &password);
+    let found = match users.find(&name).await {
+        Ok(found) => found,
+        Err(err) => {
+            tracing::error!(user = %name, error = &err as &dyn std::error::Error, "cannot look up the account");
+            s.reply(421, "Account database unavailable, try again later")
+                .await?;
+            return Ok(Flow::Close);
+        }
+    };
+    let cached = found
+        .as_ref()
+        .and_then(|found| users.verified_recently(found, &password));
     let verified = if cached.is_some() {
         "cache"
     } else {
@@ -64,7 +74,7 @@ pub(super) async fn pass(s: &mut Session, password: Password) -> io::Result<Flow
     } else {
         s.shared
             .password_checks
-            .run(move || users.authenticate(&check_name, &password))
+            .run(move || users.verify(found, &password))
             .await
             .flatten()
     };

@@ -170,7 +170,7 @@ impl Server {
     }
 
     /// The first-start admin password, if this start printed one.
-    fn admin_password(&self) -> Option<String> {
+    pub(crate) fn admin_password(&self) -> Option<String> {
         self.stdout.iter().find_map(|l| {
             l.strip_prefix("Created user 'admin' with password: ")
                 .map(|p| p.trim().to_owned())

@@ -15,6 +15,7 @@ mod ftplib;
 mod ftps;
 mod jail;
 mod lftp;
+mod postgres;
 mod protocol;
 mod quota;
 mod raw;

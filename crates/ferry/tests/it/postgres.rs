@@ -1,0 +1,285 @@
+//! Two `ferry serve` nodes sharing one PostgreSQL user store (a real server, testkit's) and
+//! one home directory tree, as several machines behind a load balancer would share a database
+//! and a network filesystem: accounts made with `ferry user` on one node log in on the other,
+//! and uploads for one user on both nodes at once never jointly pass the quota, with the
+//! recorded usage exact afterwards.
+
+use std::fs;
+use std::path::Path;
+
+use suppaftp::tokio::AsyncFtpStream;
+use suppaftp::types::FileType;
+use tempfile::TempDir;
+use testkit::random_bytes;
+use tokio::task::JoinSet;
+
+use super::binary::{Server, run_to_end};
+
+/// A node's data directory whose ferry.toml points at `url`.
+fn node_data(root: &Path, name: &str, url: &str) -> std::path::PathBuf {
+    let data = root.join(name);
+    fs::create_dir_all(&data).unwrap();
+    fs::write(
+        data.join("ferry.toml"),
+        format!("database_url = \"{url}\"\nlogin_fail_delay_ms = 10\n"),
+    )
+    .unwrap();
+    data
+}
+
+/// `ferry user ARGS...` against `data`, which must succeed; its stdout.
+fn ferry_user(data: &Path, args: &[&str], stdin: &str) -> String {
+    let mut full = vec!["user"];
+    full.extend_from_slice(args);
+    let (code, out, err) = run_to_end(data, &full, stdin);
+    assert_eq!(
+        code,
+        Some(0),
+        "ferry user {args:?}\nstdout:\n{out}\nstderr:\n{err}"
+    );
+    out
+}
+
+/// The PASS reply of a fresh suppaftp login: 230, or the code of the refusal.
+async fn login_code(node: &Server, user: &str, password: &str) -> u32 {
+    let mut ftp = AsyncFtpStream::connect(node.addr()).await.unwrap();
+    match ftp.login(user, password).await {
+        Ok(()) => {
+            ftp.quit().await.unwrap();
+            230
+        }
+        Err(suppaftp::FtpError::UnexpectedResponse(response)) => response.status.code(),
+        Err(err) => panic!("login as {user}: {err}"),
+    }
+}
+
+/// Usage (bytes, files) as the database records it.
+fn recorded_usage(url: &str, user: &str) -> (u64, u64) {
+    let row = testkit::postgres::server().query(
+        url,
+        &format!("SELECT used_bytes, used_files FROM ferry_users WHERE name = '{user}'"),
+    );
+    let (bytes, files) = row.split_once('|').unwrap_or_else(|| panic!("row {row:?}"));
+    (bytes.parse().unwrap(), files.parse().unwrap())
+}
+
+/// Bytes and regular files under `dir`.
+fn on_disk(dir: &Path) -> (u64, u64) {
+    let usage = ferry_server::storage::fs::scan_home(dir).unwrap();
+    (usage.bytes, usage.files)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_made_on_one_node_log_in_on_the_other() {
+    let url = testkit::postgres::server().create_database();
+    let root = TempDir::new().unwrap();
+    let (a, b) = (
+        node_data(root.path(), "a", &url),
+        node_data(root.path(), "b", &url),
+    );
+    let node_a = Server::start(&a, &["--listen", "127.0.0.1:0"], 1);
+    let node_b = Server::start(&b, &["--listen", "127.0.0.1:0"], 1);
+    // Only the first node to start finds the database empty and creates `admin`.
+    assert!(node_a.admin_password().is_some());
+    assert!(node_b.admin_password().is_none());
+    assert_eq!(
+        login_code(&node_b, "admin", &node_a.admin_password().unwrap()).await,
+        230
+    );
+
+    let home = root.path().join("shared/alice");
+    let home_arg = home.to_str().unwrap();
+    ferry_user(
+        &a,
+        &["add", "alice", "--home", home_arg, "--password-stdin"],
+        "first-pw\n",
+    );
+    assert_eq!(login_code(&node_b, "alice", "first-pw").await, 230);
+
+    // An upload through node B is in the shared home and counted in the database.
+    let mut ftp = AsyncFtpStream::connect(node_b.addr()).await.unwrap();
+    ftp.login("alice", "first-pw").await.unwrap();
+    ftp.transfer_type(FileType::Binary).await.unwrap();
+    let data = random_bytes(100_000, 1);
+    ftp.put_file("one.bin", &mut data.as_slice()).await.unwrap();
+    ftp.quit().await.unwrap();
+    assert_eq!(fs::read(home.join("one.bin")).unwrap(), data);
+    assert_eq!(recorded_usage(&url, "alice"), (100_000, 1));
+    let list = ferry_user(&a, &["list"], "");
+    let row = list.lines().find(|l| l.starts_with("alice")).unwrap();
+    assert!(row.contains(home_arg), "{list}");
+
+    // A password changed on node B is the password on node A.
+    ferry_user(&b, &["passwd", "alice", "--password-stdin"], "second-pw\n");
+    assert_eq!(login_code(&node_a, "alice", "first-pw").await, 530);
+    assert_eq!(login_code(&node_a, "alice", "second-pw").await, 230);
+
+    // A quota set on A is what `show` on B reports.
+    ferry_user(&a, &["set", "alice", "--quota-bytes", "1MiB"], "");
+    let show = ferry_user(&b, &["show", "alice"], "");
+    assert!(show.contains("/ 1.0 MiB"), "{show}");
+
+    // Renamed and deleted through node A: the database follows.
+    let mut ftp = AsyncFtpStream::connect(node_a.addr()).await.unwrap();
+    ftp.login("alice", "second-pw").await.unwrap();
+    ftp.transfer_type(FileType::Binary).await.unwrap();
+    ftp.put_file("two.bin", &mut data[..1000].as_ref())
+        .await
+        .unwrap();
+    assert_eq!(recorded_usage(&url, "alice"), (101_000, 2));
+    ftp.rename("two.bin", "one.bin").await.unwrap();
+    assert_eq!(recorded_usage(&url, "alice"), (1000, 1));
+    ftp.rm("one.bin").await.unwrap();
+    assert_eq!(recorded_usage(&url, "alice"), (0, 0));
+    ftp.put_file("three.bin", &mut data.as_slice())
+        .await
+        .unwrap();
+    ftp.quit().await.unwrap();
+
+    // Files changed behind the server's back: `rescan` on either node records the truth.
+    fs::write(home.join("side.bin"), [7u8; 500]).unwrap();
+    ferry_user(&b, &["rescan", "alice"], "");
+    assert_eq!(recorded_usage(&url, "alice"), (100_500, 2));
+
+    // Deleted on A: refused on B, files kept.
+    ferry_user(&a, &["del", "alice"], "");
+    assert_eq!(login_code(&node_b, "alice", "second-pw").await, 530);
+    assert!(home.join("three.bin").exists());
+}
+
+/// One upload through `node`: true when it completed (226), false when the quota refused it
+/// (552); anything else fails the test.
+async fn upload(node: std::net::SocketAddr, name: String, data: Vec<u8>) -> bool {
+    let mut ftp = AsyncFtpStream::connect(node).await.unwrap();
+    ftp.login("carol", "carol-pw").await.unwrap();
+    ftp.transfer_type(FileType::Binary).await.unwrap();
+    let result = ftp.put_file(&name, &mut data.as_slice()).await;
+    let done = match result {
+        Ok(_) => true,
+        Err(suppaftp::FtpError::UnexpectedResponse(response)) => {
+            assert_eq!(response.status.code(), 552, "{name}: {response:?}");
+            false
+        }
+        // The server may stop reading when the quota is reached, so the client's write
+        // fails before it sees the reply.
+        Err(suppaftp::FtpError::ConnectionError(_)) => false,
+        Err(err) => panic!("{name}: {err}"),
+    };
+    let _ = ftp.quit().await;
+    done
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_uploading_for_one_user_stay_within_the_quota() {
+    const QUOTA: u64 = 10 << 20;
+    const FILE: usize = 3 << 20;
+    let url = testkit::postgres::server().create_database();
+    let root = TempDir::new().unwrap();
+    let (a, b) = (
+        node_data(root.path(), "a", &url),
+        node_data(root.path(), "b", &url),
+    );
+    let home = root.path().join("shared/carol");
+    ferry_user(
+        &a,
+        &[
+            "add",
+            "carol",
+            "--home",
+            home.to_str().unwrap(),
+            "--quota-bytes",
+            &QUOTA.to_string(),
+            "--password-stdin",
+        ],
+        "carol-pw\n",
+    );
+    let node_a = Server::start(&a, &["--listen", "127.0.0.1:0"], 1);
+    let node_b = Server::start(&b, &["--listen", "127.0.0.1:0"], 1);
+
+    // Six 3 MiB uploads at once, three through each node: 18 MiB against a 10 MiB quota.
+    let mut uploads = JoinSet::new();
+    for i in 0..6u64 {
+        let node = if i % 2 == 0 { &node_a } else { &node_b };
+        uploads.spawn(upload(
+            node.addr(),
+            format!("f{i}.bin"),
+            random_bytes(FILE, i),
+        ));
+    }
+    let completed = uploads
+        .join_all()
+        .await
+        .into_iter()
+        .filter(|done| *done)
+        .count() as u64;
+
+    let (bytes, files) = on_disk(&home);
+    assert!(bytes <= QUOTA, "{bytes} bytes stored, quota {QUOTA}");
+    assert!(completed >= 1, "no upload completed");
+    assert!(completed <= 3, "{completed} uploads of 3 MiB completed");
+    for i in 0..6u64 {
+        let path = home.join(format!("f{i}.bin"));
+        if let Ok(stored) = fs::read(&path) {
+            assert_eq!(
+                stored,
+                random_bytes(FILE, i),
+                "{} is not whole",
+                path.display()
+            );
+        }
+    }
+    assert_eq!(files, completed, "files on disk vs uploads completed");
+    assert_eq!(bytes, completed * FILE as u64);
+    // Exact: what the nodes charged ahead while uploading was all given back.
+    assert_eq!(recorded_usage(&url, "carol"), (bytes, files));
+
+    // With the quota settled, what is left can still be used from either node.
+    let left = QUOTA - bytes;
+    assert!(
+        upload(
+            node_b.addr(),
+            "rest.bin".into(),
+            random_bytes(left as usize, 9)
+        )
+        .await
+    );
+    assert!(!upload(node_a.addr(), "over.bin".into(), vec![1]).await);
+    assert_eq!(recorded_usage(&url, "carol"), (QUOTA, files + 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_connection_can_require_a_verified_tls_server() {
+    let pg = testkit::postgres::server();
+    let url = pg.create_database();
+    let root = TempDir::new().unwrap();
+    let verified = format!(
+        "{url}?sslmode=verify-full&sslrootcert={}",
+        pg.ca_path().display()
+    );
+    let data = node_data(root.path(), "a", &verified);
+    let node = Server::start(&data, &["--listen", "127.0.0.1:0"], 1);
+    let admin = node.admin_password().unwrap();
+    assert_eq!(login_code(&node, "admin", &admin).await, 230);
+    let database = url.rsplit('/').next().unwrap();
+    let encrypted = pg.query(
+        &url,
+        &format!(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_ssl s \
+             JOIN pg_stat_activity a USING (pid) WHERE a.datname = '{database}' \
+             AND a.pid <> pg_backend_pid()"
+        ),
+    );
+    let (tls, all) = encrypted.split_once('|').unwrap();
+    assert!(all.parse::<u32>().unwrap() >= 1, "{encrypted}");
+    assert_eq!(tls, all, "connections with TLS | all: {encrypted}");
+
+    // A server whose certificate does not chain to the given root is refused.
+    let other = root.path().join("other-ca.pem");
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    fs::write(&other, made.cert.pem()).unwrap();
+    let wrong = format!("{url}?sslmode=verify-full&sslrootcert={}", other.display());
+    let data = node_data(root.path(), "b", &wrong);
+    let (code, _, err) = run_to_end(&data, &["user", "list"], "");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot open the user database"), "{err}");
+}
