@@ -3,6 +3,8 @@
 //! Python's ftplib as child processes) and async tests (suppaftp) can both drive it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod haproxy;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

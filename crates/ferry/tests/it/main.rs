@@ -13,6 +13,7 @@ mod echo;
 mod faults;
 mod ftplib;
 mod ftps;
+mod haproxy;
 mod jail;
 mod lftp;
 mod protocol;

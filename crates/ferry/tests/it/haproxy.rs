@@ -1,0 +1,257 @@
+//! Two `ferry serve` nodes (127.0.0.1 and 127.0.0.2, one shared data directory) behind HAProxy
+//! configured from contrib/haproxy/haproxy.cfg, with the PROXY protocol in both versions.
+//! curl and lftp connect from 127.0.0.5 through HAProxy, log in, upload and download; each
+//! node must log the client's address (not HAProxy's) and advertise its own in PASV replies,
+//! and refuse clients that bypass the proxy.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use tempfile::TempDir;
+use testkit::haproxy::{HaProxy, Node, ProxyVersion, free_port, render, sample_config};
+use testkit::random_bytes;
+
+use super::binary::run_to_end;
+
+/// The address the clients connect from: neither HAProxy's nor a node's.
+const CLIENT_IP: &str = "127.0.0.5";
+
+/// Two nodes sharing `data`, and HAProxy in front of them sending `version` headers.
+struct Cluster {
+    nodes: [Node; 2],
+    proxy: HaProxy,
+}
+
+impl Cluster {
+    fn start(data: &Path, version: ProxyVersion) -> Cluster {
+        let exe = Path::new(env!("CARGO_BIN_EXE_ferry"));
+        let node = |ip: &str| {
+            let listen = format!("{ip}:0");
+            let args = [
+                "--listen",
+                &listen,
+                "--public-ip",
+                ip,
+                "--proxy-from",
+                "127.0.0.1",
+            ];
+            Node::start(exe, data, &args)
+        };
+        let nodes = [node("127.0.0.1"), node("127.0.0.2")];
+        let front = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let config = render(
+            &sample_config(),
+            front,
+            [nodes[0].ftp, nodes[1].ftp],
+            version,
+        );
+        let proxy = HaProxy::start(&config, front);
+        Cluster { nodes, proxy }
+    }
+
+    /// `ftp://alice:alice-pw@HAPROXY/path`.
+    fn url(&self, path: &str) -> String {
+        format!("ftp://alice:alice-pw@{}/{path}", self.proxy.addr)
+    }
+
+    /// Everything the processes said, for assertion messages.
+    fn output(&self) -> String {
+        format!(
+            "node a:\n{}\nnode b:\n{}\nhaproxy:\n{}",
+            self.nodes[0].output(),
+            self.nodes[1].output(),
+            self.proxy.log()
+        )
+    }
+}
+
+/// curl from the client address, PASV with the address it names (EPSV would send the data
+/// connection to HAProxy's address), with its transcript on stderr.
+fn curl(args: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "30", "-v"])
+        .args([
+            "--interface",
+            CLIENT_IP,
+            "--disable-epsv",
+            "--no-ftp-skip-pasv-ip",
+        ])
+        .args(args)
+        .output()
+        .expect("curl is not installed: run scripts/test")
+}
+
+#[track_caller]
+fn assert_success(out: &Output, cluster: &Cluster) {
+    assert!(
+        out.status.success(),
+        "curl failed ({:?}):\n{}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr),
+        cluster.output()
+    );
+}
+
+/// The addresses in the 227 replies of a transcript (curl's `< 227`, lftp's `<--- 227`).
+fn pasv_addresses(transcript: &str) -> Vec<IpAddr> {
+    transcript
+        .lines()
+        .filter_map(|l| {
+            l.split_once("227 Entering Passive Mode (")
+                .map(|(_, rest)| rest)
+        })
+        .map(|rest| {
+            let numbers: Vec<u8> = rest
+                .split(')')
+                .next()
+                .unwrap()
+                .split(',')
+                .map(|n| n.trim().parse().unwrap())
+                .collect();
+            IpAddr::V4(Ipv4Addr::new(
+                numbers[0], numbers[1], numbers[2], numbers[3],
+            ))
+        })
+        .collect()
+}
+
+/// The peers of a node's `login` log lines.
+fn login_peers(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains(" login ") && l.contains("user=alice"))
+        .filter_map(|l| l.split(" peer=").nth(1))
+        .map(|rest| rest.split(':').next().unwrap().to_string())
+        .collect()
+}
+
+/// lftp from the client address through HAProxy, PASV only, running `script` as alice.
+fn lftp(cluster: &Cluster, script: &str) -> (Option<i32>, String) {
+    let home = TempDir::new().unwrap();
+    let commands = format!(
+        "set cmd:fail-exit yes; set net:max-retries 1; set net:timeout 10; \
+         set ftp:passive-mode on; set ftp:prefer-epsv no; set ftp:fix-pasv-address no; \
+         set net:socket-bind-ipv4 {CLIENT_IP}; \
+         open -u alice,alice-pw ftp://{}; {script}",
+        cluster.proxy.addr
+    );
+    let out = Command::new("lftp")
+        .args(["--norc", "-d", "-c", &commands])
+        .env("HOME", home.path())
+        .output()
+        .expect("lftp is not installed: run scripts/test");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+fn clients_reach_both_nodes_with_their_own_address(version: ProxyVersion) {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let add = run_to_end(
+        &data,
+        &["user", "add", "alice", "--password-stdin"],
+        "alice-pw\n",
+    );
+    assert_eq!(add.0, Some(0), "{add:?}");
+    let cluster = Cluster::start(&data, version);
+    let local = TempDir::new().unwrap();
+    let home = data.join("home/alice");
+
+    // Two control connections in a row: round robin puts one on each node, and the file
+    // uploaded through one is downloaded through the other (one data directory).
+    let src = local.path().join("src");
+    let bytes = random_bytes(300_000, 41);
+    fs::write(&src, &bytes).unwrap();
+    let up = curl(&["-T", src.to_str().unwrap(), &cluster.url("up.bin")]);
+    assert_success(&up, &cluster);
+    assert!(
+        fs::read(home.join("up.bin")).unwrap() == bytes,
+        "uploaded bytes differ"
+    );
+    let dst = local.path().join("dst");
+    let down = curl(&["-o", dst.to_str().unwrap(), &cluster.url("up.bin")]);
+    assert_success(&down, &cluster);
+    assert!(fs::read(&dst).unwrap() == bytes, "downloaded bytes differ");
+
+    // Each node advertised its own address: both show up, one per connection.
+    let mut advertised = BTreeSet::new();
+    for out in [&up, &down] {
+        let transcript = String::from_utf8_lossy(&out.stderr);
+        let addrs = pasv_addresses(&transcript);
+        assert_eq!(addrs.len(), 1, "{transcript}");
+        advertised.insert(addrs[0]);
+    }
+    let nodes: BTreeSet<IpAddr> = cluster.nodes.iter().map(|n| n.ftp.ip()).collect();
+    assert_eq!(advertised, nodes, "{}", cluster.output());
+
+    // lftp: upload and download in one session, on whichever node is next.
+    let lftp_src = local.path().join("lftp-src");
+    let lftp_bytes = random_bytes(200_000, 42);
+    fs::write(&lftp_src, &lftp_bytes).unwrap();
+    let lftp_dst = local.path().join("lftp-dst");
+    let (code, transcript) = lftp(
+        &cluster,
+        &format!(
+            "put {} -o lftp.bin; get lftp.bin -o {}",
+            lftp_src.display(),
+            lftp_dst.display()
+        ),
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "lftp failed:\n{transcript}\n{}",
+        cluster.output()
+    );
+    assert!(fs::read(home.join("lftp.bin")).unwrap() == lftp_bytes);
+    assert!(fs::read(&lftp_dst).unwrap() == lftp_bytes);
+    let lftp_pasv = pasv_addresses(&transcript);
+    assert!(!lftp_pasv.is_empty(), "{transcript}");
+    assert!(
+        lftp_pasv.iter().all(|ip| nodes.contains(ip)),
+        "{transcript}"
+    );
+
+    // Every login on every node is from the client's address, none from HAProxy's.
+    let mut logins = 0;
+    for node in &cluster.nodes {
+        let log = node.wait_for_log(&format!("peer={CLIENT_IP}:"), Duration::from_secs(10));
+        let peers = login_peers(&log);
+        assert!(!peers.is_empty(), "no login on {}\n{log}", node.ftp);
+        assert!(peers.iter().all(|p| p == CLIENT_IP), "{peers:?}\n{log}");
+        logins += peers.len();
+    }
+    assert_eq!(logins, 3, "{}", cluster.output());
+
+    // Bypassing HAProxy is refused: only the trusted proxy may connect when the PROXY
+    // protocol is on.
+    let direct = curl(&[&format!(
+        "ftp://alice:alice-pw@{}/up.bin",
+        cluster.nodes[1].ftp
+    )]);
+    assert!(!direct.status.success(), "a direct connection was served");
+    cluster.nodes[1].wait_for_log(&format!("peer={CLIENT_IP}:"), Duration::from_secs(10));
+    let log = cluster.nodes[1].wait_for_log("not a trusted proxy", Duration::from_secs(10));
+    assert!(
+        log.lines()
+            .any(|l| l.contains("not a trusted proxy") && l.contains(CLIENT_IP)),
+        "{log}"
+    );
+}
+
+#[test]
+fn curl_and_lftp_through_haproxy_send_proxy_v2_keep_their_address_on_both_nodes() {
+    clients_reach_both_nodes_with_their_own_address(ProxyVersion::V2);
+}
+
+#[test]
+fn curl_and_lftp_through_haproxy_send_proxy_v1_keep_their_address_on_both_nodes() {
+    clients_reach_both_nodes_with_their_own_address(ProxyVersion::V1);
+}
