@@ -353,6 +353,17 @@ async fn serve(
     let _file_size_limit =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))
             .context("cannot watch SIGXFSZ")?;
+    // Announced before the FTP addresses, so whoever waits for those knows both.
+    let metrics = match listen.metrics {
+        Some(addr) => {
+            let socket = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            println!("ferry serving metrics on {}", socket.local_addr()?);
+            Some(socket)
+        }
+        None => None,
+    };
     let mut listeners = Vec::new();
     for (addr, implicit) in listen
         .plain
@@ -372,16 +383,6 @@ async fn serve(
             listeners.push(Listener::plain(socket));
         }
     }
-    let metrics = match listen.metrics {
-        Some(addr) => {
-            let socket = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-            println!("ferry serving metrics on {}", socket.local_addr()?);
-            Some(socket)
-        }
-        None => None,
-    };
     let operations = Operations {
         metrics,
         drain: Some(Box::pin(async move {
