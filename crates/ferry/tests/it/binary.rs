@@ -242,6 +242,11 @@ impl Control {
     /// Connects and reads the 220 greeting.
     pub(crate) fn connect(addr: SocketAddr) -> Control {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
+        Control::greeted(stream)
+    }
+
+    /// Reads the 220 greeting on a connected stream.
+    pub(crate) fn greeted(stream: TcpStream) -> Control {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();

@@ -2,20 +2,24 @@
 //! configured from contrib/haproxy/haproxy.cfg, with the PROXY protocol in both versions.
 //! curl and lftp connect from 127.0.0.5 through HAProxy, log in, upload and download; each
 //! node must log the client's address (not HAProxy's) and advertise its own in PASV replies,
-//! and refuse clients that bypass the proxy.
+//! and refuse clients that bypass the proxy. Raw headers against an in-process server pin
+//! what the header's address is used for: caps, PORT checks, passive data connections.
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::net::{IpAddr, Ipv4Addr};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_server::proxy::{ProxyProtocol, parse_trusted};
 use tempfile::TempDir;
 use testkit::haproxy::{HaProxy, Node, ProxyVersion, free_port, render, sample_config};
-use testkit::random_bytes;
+use testkit::{TestServer, random_bytes};
 
-use super::binary::run_to_end;
+use super::binary::{Control, epsv_port, run_to_end};
 
 /// The address the clients connect from: neither HAProxy's nor a node's.
 const CLIENT_IP: &str = "127.0.0.5";
@@ -254,4 +258,88 @@ fn curl_and_lftp_through_haproxy_send_proxy_v2_keep_their_address_on_both_nodes(
 #[test]
 fn curl_and_lftp_through_haproxy_send_proxy_v1_keep_their_address_on_both_nodes() {
     clients_reach_both_nodes_with_their_own_address(ProxyVersion::V1);
+}
+
+/// A control connection from this test (127.0.0.1, a trusted proxy here) that starts with
+/// `header`; the first line the server answers.
+fn proxied(server: &TestServer, header: &[u8]) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(server.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(header).unwrap();
+    let mut line = String::new();
+    BufReader::new(stream.try_clone().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (stream, line)
+}
+
+/// `PROXY TCP4 CLIENT 127.0.0.1 PORT 21`: a v1 header naming `client`.
+fn v1_header(client: &str, port: u16) -> Vec<u8> {
+    format!("PROXY TCP4 {client} 127.0.0.1 {port} 21\r\n").into_bytes()
+}
+
+#[test]
+fn the_proxy_header_address_drives_caps_port_checks_and_passive_data_checks() {
+    let server = TestServer::builder()
+        .user("alice", "alice-pw")
+        .config(|c| {
+            let trusted = vec![parse_trusted("127.0.0.1").unwrap()];
+            c.proxy_protocol = Some(Arc::new(ProxyProtocol::new(trusted)));
+            c.max_per_ip = 1;
+        })
+        .start();
+    let mut stream = TcpStream::connect(server.addr()).unwrap();
+    stream.write_all(&v1_header("127.0.0.9", 40000)).unwrap();
+    let mut control = Control::greeted(stream);
+    // The per-address cap counts the client from the header, not the proxy: a second
+    // session of 127.0.0.9 is refused, one of 127.0.0.10 is not.
+    let (_full, refused) = proxied(&server, &v1_header("127.0.0.9", 40001));
+    assert!(refused.starts_with("421 "), "{refused}");
+    let (_other, greeting) = proxied(&server, &v1_header("127.0.0.10", 40002));
+    assert!(greeting.starts_with("220 "), "{greeting}");
+
+    assert_eq!(control.login("alice", "alice-pw"), 230);
+    // PORT to the proxy's address is a bounce: the client is 127.0.0.9.
+    assert_eq!(control.cmd("PORT 127,0,0,1,200,10").0, 504);
+
+    // Passive data connections from the trusted proxy must name the session's client: one
+    // without a header and one for another client are refused, the right one carries the
+    // upload (its first bytes arrive with the header and must not be lost).
+    let (code, text) = control.cmd("EPSV");
+    assert_eq!(code, 229, "{text}");
+    let data_addr = SocketAddr::new(server.addr().ip(), epsv_port(&text));
+    let mut no_header = TcpStream::connect(data_addr).unwrap();
+    no_header.write_all(b"not a header\r\n").unwrap();
+    let mut foreign = TcpStream::connect(data_addr).unwrap();
+    foreign.write_all(&v1_header("127.0.0.10", 5000)).unwrap();
+    let mut data = TcpStream::connect(data_addr).unwrap();
+    let bytes = random_bytes(100_000, 43);
+    let mut first = v1_header("127.0.0.9", 5001);
+    first.extend_from_slice(&bytes);
+    data.write_all(&first).unwrap();
+    drop(data);
+    assert_eq!(control.cmd("TYPE I").0, 200);
+    let (code, text) = control.cmd("STOR proxied.bin");
+    assert_eq!(code, 150, "{text}");
+    let (code, text) = control.reply();
+    assert_eq!(code, 226, "{text}");
+    assert!(fs::read(server.home("alice").join("proxied.bin")).unwrap() == bytes);
+}
+
+#[test]
+fn a_v2_local_header_is_a_health_check_closed_without_a_greeting() {
+    let server = TestServer::builder()
+        .config(|c| {
+            let trusted = vec![parse_trusted("127.0.0.0/8").unwrap()];
+            c.proxy_protocol = Some(Arc::new(ProxyProtocol::new(trusted)));
+        })
+        .start();
+    let mut local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    local.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+    let (_stream, line) = proxied(&server, &local);
+    assert_eq!(line, "", "a health check got an answer");
+    let (_stream, line) = proxied(&server, b"PROXY UNKNOWN\r\n");
+    assert_eq!(line, "", "a health check got an answer");
 }

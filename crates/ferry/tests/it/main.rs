@@ -16,6 +16,7 @@ mod ftps;
 mod haproxy;
 mod jail;
 mod lftp;
+mod metrics;
 mod protocol;
 mod quota;
 mod raw;
