@@ -260,6 +260,94 @@ fn curl_and_lftp_through_haproxy_send_proxy_v1_keep_their_address_on_both_nodes(
     clients_reach_both_nodes_with_their_own_address(ProxyVersion::V1);
 }
 
+/// Logs in through HAProxy (from 127.0.0.1, which is the client's address then) and says which
+/// node the session landed on, from the address its PASV advertises.
+fn session_through(cluster: &Cluster) -> (Control, usize) {
+    let mut control = Control::connect(cluster.proxy.addr);
+    assert_eq!(control.login("alice", "alice-pw"), 230);
+    let (code, text) = control.cmd("PASV");
+    assert_eq!(code, 227, "{text}");
+    let ip = pasv_addresses(&text)[0];
+    let node = cluster.nodes.iter().position(|n| n.ftp.ip() == ip).unwrap();
+    (control, node)
+}
+
+#[test]
+fn draining_a_node_behind_haproxy_sends_new_clients_to_the_other_and_keeps_its_sessions() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let add = run_to_end(
+        &data,
+        &["user", "add", "alice", "--password-stdin"],
+        "alice-pw\n",
+    );
+    assert_eq!(add.0, Some(0), "{add:?}");
+    let home = data.join("home/alice");
+    fs::create_dir_all(&home).unwrap();
+    let bytes = random_bytes(150_000, 44);
+    fs::write(home.join("file.bin"), &bytes).unwrap();
+    let mut cluster = Cluster::start(&data, ProxyVersion::V2);
+
+    // Round robin: two sessions, one on each node.
+    let (first, a) = session_through(&cluster);
+    let (second, b) = session_through(&cluster);
+    assert_ne!(a, b, "{}", cluster.output());
+    let (drained, other) = (1, 0);
+    let mut kept = if b == drained { second } else { first };
+    let logins_before = login_peers(&cluster.nodes[other].log()).len();
+
+    cluster.nodes[drained].signal("USR2");
+    let closed = cluster.nodes[drained].ftp;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while testkit::haproxy::is_listening(closed) {
+        assert!(std::time::Instant::now() < deadline, "{}", cluster.output());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // New clients all reach the other node, whether or not HAProxy's check has noticed yet.
+    for _ in 0..3 {
+        let out = curl(&[&cluster.url("")]);
+        assert_success(&out, &cluster);
+    }
+    let peers = login_peers(&cluster.nodes[other].log());
+    assert_eq!(peers.len(), logins_before + 3, "{}", cluster.output());
+
+    // The drained node's session goes on: a download over a fresh passive connection.
+    assert_eq!(kept.cmd("TYPE I").0, 200);
+    let (code, text) = kept.cmd("PASV");
+    assert_eq!(code, 227, "{text}");
+    let port = pasv_port(&text);
+    let mut stream = TcpStream::connect((closed.ip(), port)).unwrap();
+    let (code, text) = kept.cmd("RETR file.bin");
+    assert_eq!(code, 150, "{text}");
+    let mut received = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut received).unwrap();
+    assert!(received == bytes, "downloaded bytes differ");
+    assert_eq!(kept.reply().0, 226);
+    assert!(cluster.nodes[drained].alive(), "{}", cluster.output());
+
+    // Its last session quits: the drained node exits cleanly; the other one serves on.
+    assert_eq!(kept.cmd("QUIT").0, 221);
+    let status = cluster.nodes[drained].wait_exit(Duration::from_secs(10));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        cluster.output()
+    );
+    assert!(cluster.nodes[other].alive());
+}
+
+/// The port of a `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2)` reply.
+fn pasv_port(text: &str) -> u16 {
+    let inner = text.split('(').nth(1).unwrap().split(')').next().unwrap();
+    let n: Vec<u16> = inner
+        .split(',')
+        .map(|x| x.trim().parse().unwrap())
+        .collect();
+    n[4] * 256 + n[5]
+}
+
 /// A control connection from this test (127.0.0.1, a trusted proxy here) that starts with
 /// `header`; the first line the server answers.
 fn proxied(server: &TestServer, header: &[u8]) -> (TcpStream, String) {
