@@ -70,7 +70,16 @@ impl Xferlog {
     /// Opens `path` for appending (created when missing) and starts the writer thread, which
     /// ends when this is dropped.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|err| {
+                io::Error::new(
+                    err.kind(),
+                    format!("cannot open the xferlog {}: {err}", path.display()),
+                )
+            })?;
         let (lines, received) = channel();
         let shown = path.to_path_buf();
         std::thread::Builder::new()

@@ -431,3 +431,22 @@ fn a_v2_local_header_is_a_health_check_closed_without_a_greeting() {
     let (_stream, line) = proxied(&server, b"PROXY UNKNOWN\r\n");
     assert_eq!(line, "", "a health check got an answer");
 }
+
+#[test]
+fn a_trusted_peer_without_a_header_gets_no_greeting() {
+    let server = TestServer::builder()
+        .config(|c| {
+            let mut proxy = ProxyProtocol::new(vec![parse_trusted("127.0.0.1").unwrap()]);
+            proxy.header_timeout = Duration::from_millis(200);
+            c.proxy_protocol = Some(Arc::new(proxy));
+        })
+        .start();
+    // FTP where the header belongs: refused at once.
+    let (_stream, line) = proxied(&server, b"USER alice\r\n");
+    assert_eq!(line, "", "served without a header");
+    // Silence: closed when the header timeout passes.
+    let started = std::time::Instant::now();
+    let (_stream, line) = proxied(&server, b"");
+    assert_eq!(line, "", "served without a header");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
