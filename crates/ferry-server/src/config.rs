@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::proxy::ProxyProtocol;
 use crate::tls::Tls;
 
 /// How long a verified login is remembered by default (see `login_cache`).
@@ -54,6 +55,13 @@ pub struct ServerConfig {
     /// A PROT P data connection must resume the control connection's TLS session (vsftpd's
     /// require_ssl_reuse), so a third party cannot take over the data connection.
     pub require_tls_reuse: bool,
+    /// Behind a load balancer: control connections come from these proxies with a PROXY
+    /// protocol header naming the client; `None` takes peers as they are.
+    pub proxy_protocol: Option<Arc<ProxyProtocol>>,
+    /// Draining (SIGUSR2) waits this long for sessions to end before shutting down.
+    pub drain_timeout: Duration,
+    /// Append one xferlog line per file transfer to this file.
+    pub xferlog: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -77,6 +85,9 @@ impl ServerConfig {
             tls: None,
             require_tls: false,
             require_tls_reuse: true,
+            proxy_protocol: None,
+            drain_timeout: Duration::from_secs(900),
+            xferlog: None,
         }
     }
 }
