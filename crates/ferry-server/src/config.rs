@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::proxy::ProxyProtocol;
 use crate::storage::Storage;
 use crate::storage::fs::{FsStorage, OpenHomes};
 use crate::storage::s3::S3Bucket;
@@ -58,6 +59,13 @@ pub struct ServerConfig {
     /// A PROT P data connection must resume the control connection's TLS session (vsftpd's
     /// require_ssl_reuse), so a third party cannot take over the data connection.
     pub require_tls_reuse: bool,
+    /// Behind a load balancer: control connections come from these proxies with a PROXY
+    /// protocol header naming the client; `None` takes peers as they are.
+    pub proxy_protocol: Option<Arc<ProxyProtocol>>,
+    /// Draining (SIGUSR2) waits this long for sessions to end before shutting down.
+    pub drain_timeout: Duration,
+    /// Append one xferlog line per file transfer to this file.
+    pub xferlog: Option<PathBuf>,
     /// Where users' files live: their home directories (default) or an S3 bucket.
     pub storage: StorageBackend,
 }
@@ -103,6 +111,9 @@ impl ServerConfig {
             tls: None,
             require_tls: false,
             require_tls_reuse: true,
+            proxy_protocol: None,
+            drain_timeout: Duration::from_secs(900),
+            xferlog: None,
             storage: StorageBackend::Fs,
         }
     }

@@ -3,7 +3,9 @@
 //!
 //! Security (RFC 2577): a passive listener only accepts a connection from the control
 //! connection's address (no port theft), and an active connection only goes to the client's
-//! own address on an unprivileged port (no bounce).
+//! own address on an unprivileged port (no bounce). Behind a load balancer the control
+//! connection's address is the client's from the PROXY header; a passive connection relayed by
+//! a trusted proxy is checked against the address in its own header.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::{Instant, timeout};
 
+use crate::proxy::{Proxied, ProxyProtocol, read_header};
 use crate::storage::DirectFile;
 
 /// Size of the buffer one transfer copies through.
@@ -105,24 +108,45 @@ pub async fn listen_passive(
 }
 
 impl DataChannel {
-    /// Establishes the connection: accepts the client's (from `peer` only) or connects to it
-    /// from `local`, giving up after `wait`.
+    /// Establishes the connection: accepts the client's (from `peer` only, directly or through
+    /// a trusted `proxy` that names it) or connects to it from `local`, giving up after `wait`.
     pub async fn connect(
         self,
         peer: IpAddr,
         local: IpAddr,
+        proxy: Option<&ProxyProtocol>,
         wait: Duration,
     ) -> io::Result<TcpStream> {
         let deadline = Instant::now() + wait;
         let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "no data connection in time");
         match self {
             DataChannel::Passive(listener) => loop {
-                let (stream, from) = tokio::time::timeout_at(deadline, listener.accept())
+                let (mut stream, from) = tokio::time::timeout_at(deadline, listener.accept())
                     .await
                     .map_err(|_| timed_out())??;
                 if canonical(from.ip()) == canonical(peer) {
                     stream.set_nodelay(true)?;
                     return Ok(stream);
+                }
+                if let Some(proxy) = proxy.filter(|p| p.trusts(from.ip())) {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match read_header(&mut stream, proxy.header_timeout.min(left)).await {
+                        Ok(Proxied::Client(client))
+                            if canonical(client.ip()) == canonical(peer) =>
+                        {
+                            stream.set_nodelay(true)?;
+                            return Ok(stream);
+                        }
+                        Ok(Proxied::Client(client)) => tracing::warn!(
+                            %from, %client, %peer,
+                            "refused a proxied data connection for another client"
+                        ),
+                        Ok(Proxied::Local) => {}
+                        Err(err) => {
+                            tracing::warn!(%from, %err, "refused a proxied data connection")
+                        }
+                    }
+                    continue;
                 }
                 tracing::warn!(%from, %peer, "refused a data connection from a foreign address");
             },

@@ -1,28 +1,32 @@
-//! Accept loops, session caps and graceful shutdown. The caller binds the listeners (port 0
-//! in tests) and decides what stops the server; `run` returns once sessions have drained or
-//! the grace period is over.
+//! Accept loops, session caps, PROXY protocol headers, draining and graceful shutdown. The
+//! caller binds the listeners (port 0 in tests) and decides what stops the server; `run`
+//! returns once sessions have drained or the grace period is over.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
 use crate::data::canonical;
+use crate::metrics::Metrics;
 use crate::password_checks::PasswordChecks;
+use crate::proxy::{HeaderError, Proxied, ProxyProtocol, read_header};
 use crate::quota::QuotaRegistry;
 use crate::session::Session;
 use crate::storage::fs::OpenHomes;
 use crate::throttle::LoginThrottle;
 use crate::tls::MaybeTls;
 use crate::users::UserStore;
+use crate::xferlog::Xferlog;
 
 /// What every session of one server shares; read-only except for the session counts.
 #[derive(Debug)]
@@ -42,6 +46,10 @@ pub struct Shared {
     pub password_checks: PasswordChecks,
     /// Home directories open for the sessions logged in, one descriptor each.
     pub homes: OpenHomes,
+    /// Counters for the metrics endpoint; kept even when nobody scrapes them.
+    pub metrics: Arc<Metrics>,
+    /// The transfer log, when configured.
+    pub xferlog: Option<Xferlog>,
     /// Open sessions, in total and per client address, for the caps.
     counts: Mutex<Counts>,
 }
@@ -71,6 +79,7 @@ impl Shared {
         }
         counts.total += 1;
         counts.per_ip.insert(ip, from_ip + 1);
+        self.metrics.session_opened();
         Some(Slot {
             shared: Arc::clone(self),
             ip,
@@ -86,6 +95,7 @@ impl Drop for Slot {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         counts.total = counts.total.saturating_sub(1);
+        self.shared.metrics.session_closed();
         if let Some(n) = counts.per_ip.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -122,6 +132,26 @@ impl Listener {
     }
 }
 
+/// What a server runs besides FTP; everything off by default.
+#[derive(Default)]
+pub struct Operations {
+    /// Serve the Prometheus metrics (`GET /metrics`) on this socket.
+    pub metrics: Option<TcpListener>,
+    /// When this completes the server drains: it closes its listeners (so a load balancer's
+    /// health check takes it out of rotation), lets sessions go on until they quit or the
+    /// drain timeout passes, then shuts down as on `shutdown`.
+    pub drain: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl std::fmt::Debug for Operations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operations")
+            .field("metrics", &self.metrics)
+            .field("drain", &self.drain.is_some())
+            .finish()
+    }
+}
+
 /// Serves FTP on `listeners` until `shutdown` completes, then stops accepting, lets running
 /// sessions finish their transfers for up to the configured grace period, and returns.
 pub async fn run(
@@ -130,12 +160,25 @@ pub async fn run(
     users: Arc<UserStore>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    run_with(listeners, config, users, Operations::default(), shutdown).await
+}
+
+/// [`run`], with a metrics endpoint and a drain trigger.
+pub async fn run_with(
+    listeners: Vec<Listener>,
+    config: ServerConfig,
+    users: Arc<UserStore>,
+    operations: Operations,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let grace = config.shutdown_grace;
+    let drain_timeout = config.drain_timeout;
     let quotas = match users.usage_ledger() {
         Some(ledger) => QuotaRegistry::shared(&config.data_dir, ledger),
         None => QuotaRegistry::open(&config.data_dir)?,
     };
     let login_throttle = LoginThrottle::new(config.max_login_failures_per_ip, config.login_block);
+    let xferlog = config.xferlog.as_deref().map(Xferlog::open).transpose()?;
     // One core is left for the sessions' I/O.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shared = Arc::new(Shared {
@@ -145,9 +188,13 @@ pub async fn run(
         login_throttle,
         password_checks: PasswordChecks::new(cores.saturating_sub(1))?,
         homes: OpenHomes::default(),
+        metrics: Arc::new(Metrics::new()),
+        xferlog,
         counts: Mutex::default(),
     });
     let token = CancellationToken::new();
+    // Cancelled first when draining; the listeners close with their accept loops.
+    let accepting = token.child_token();
     let tracker = TaskTracker::new();
     for listener in listeners {
         if listener.implicit_tls && shared.config.tls.is_none() {
@@ -161,15 +208,47 @@ pub async fn run(
         } else {
             "ftp"
         };
-        info!(addr = %listener.socket.local_addr()?, kind, "listening");
+        let proxy_protocol = shared.config.proxy_protocol.is_some();
+        info!(addr = %listener.socket.local_addr()?, kind, proxy_protocol, "listening");
         tracker.spawn(accept_loop(
             listener,
             Arc::clone(&shared),
+            accepting.clone(),
             token.clone(),
             tracker.clone(),
         ));
     }
-    shutdown.await;
+    let metrics_stop = CancellationToken::new();
+    if let Some(socket) = operations.metrics {
+        info!(addr = %socket.local_addr()?, "serving metrics");
+        tokio::spawn(crate::metrics::serve(
+            socket,
+            Arc::clone(&shared.metrics),
+            metrics_stop.clone(),
+        ));
+    }
+    let drain = operations
+        .drain
+        .unwrap_or_else(|| Box::pin(std::future::pending()));
+    tokio::pin!(shutdown);
+    let draining = tokio::select! {
+        _ = &mut shutdown => false,
+        _ = drain => true,
+    };
+    if draining {
+        info!(
+            drain_timeout_secs = drain_timeout.as_secs(),
+            "draining: listeners closed, sessions go on until they quit"
+        );
+        shared.metrics.set_draining(true);
+        accepting.cancel();
+        tracker.close();
+        tokio::select! {
+            _ = tracker.wait() => info!("drained: the last session ended"),
+            _ = tokio::time::sleep(drain_timeout) => warn!("drain timeout over"),
+            _ = &mut shutdown => info!("shutdown requested while draining"),
+        }
+    }
     info!(
         grace_secs = grace.as_secs(),
         "shutting down: no new connections, letting transfers finish"
@@ -182,40 +261,43 @@ pub async fn run(
         // Every session ended, so every upload settled: usage on disk is exact.
         shared.quotas.close();
     }
+    metrics_stop.cancel();
     Ok(())
 }
 
 async fn accept_loop(
     listener: Listener,
     shared: Arc<Shared>,
+    accepting: CancellationToken,
     token: CancellationToken,
     tracker: TaskTracker,
 ) {
     loop {
         let accepted = tokio::select! {
-            _ = token.cancelled() => return,
+            _ = accepting.cancelled() => return,
             accepted = listener.socket.accept() => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {
                 let peer = SocketAddr::new(canonical(peer.ip()), peer.port());
-                match shared.try_acquire(peer.ip()) {
-                    Some(slot) => {
-                        let session = serve(
+                let implicit_tls = listener.implicit_tls;
+                match &shared.config.proxy_protocol {
+                    None => admit(stream, peer, implicit_tls, &shared, &token, &tracker),
+                    Some(proxy) if proxy.trusts(peer.ip()) => {
+                        let proxied = proxied(
                             stream,
                             peer,
-                            listener.implicit_tls,
+                            implicit_tls,
+                            Arc::clone(proxy),
                             Arc::clone(&shared),
                             token.clone(),
+                            tracker.clone(),
                         );
-                        tracker.spawn(async move {
-                            session.await;
-                            drop(slot);
-                        });
+                        tracker.spawn(proxied);
                     }
-                    None => {
-                        warn!(%peer, "session limit reached, refusing");
-                        refuse(stream);
+                    Some(_) => {
+                        warn!(%peer, "refused: not a trusted proxy, and the PROXY protocol is on");
+                        let _ = stream.try_write(b"421 Connect through the load balancer\r\n");
                     }
                 }
             }
@@ -225,6 +307,65 @@ async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// Starts a session for `peer` if the caps allow, else refuses it.
+fn admit(
+    stream: TcpStream,
+    peer: SocketAddr,
+    implicit_tls: bool,
+    shared: &Arc<Shared>,
+    token: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    match shared.try_acquire(peer.ip()) {
+        Some(slot) => {
+            let session = serve(
+                stream,
+                peer,
+                implicit_tls,
+                Arc::clone(shared),
+                token.clone(),
+            );
+            tracker.spawn(async move {
+                session.await;
+                drop(slot);
+            });
+        }
+        None => {
+            warn!(%peer, "session limit reached, refusing");
+            refuse(stream);
+        }
+    }
+}
+
+/// Reads a trusted proxy's header, then admits the client it names: the caps, the login
+/// throttle, the logs and the data connection checks all see the real client.
+async fn proxied(
+    mut stream: TcpStream,
+    proxy_addr: SocketAddr,
+    implicit_tls: bool,
+    proxy: Arc<ProxyProtocol>,
+    shared: Arc<Shared>,
+    token: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let header = tokio::select! {
+        _ = token.cancelled() => return,
+        header = read_header(&mut stream, proxy.header_timeout) => header,
+    };
+    match header {
+        Ok(Proxied::Client(client)) => {
+            let client = SocketAddr::new(canonical(client.ip()), client.port());
+            debug!(proxy = %proxy_addr, %client, "PROXY header");
+            admit(stream, client, implicit_tls, &shared, &token, &tracker);
+        }
+        // The load balancer's health check: it only wanted to see the port open.
+        Ok(Proxied::Local) | Err(HeaderError::Closed) => {
+            debug!(proxy = %proxy_addr, "health check")
+        }
+        Err(err) => warn!(proxy = %proxy_addr, %err, "refused: bad PROXY header"),
     }
 }
 

@@ -264,6 +264,7 @@ impl Session {
     /// the idle timeout and the session ends.
     pub async fn send(&mut self, reply: Reply) -> io::Result<()> {
         let wait = self.shared.config.idle_timeout;
+        self.shared.metrics.reply(reply.code);
         match tokio::time::timeout(wait, self.control.send(reply)).await {
             Ok(result) => result,
             Err(_) => Err(io::Error::new(
@@ -281,6 +282,7 @@ impl Session {
         let text = match (&err, self.quota()) {
             // Said after the refused upload was cleaned up, so "left" is what the user has.
             (StorageError::Quota(exceeded), Some(quota)) => {
+                self.shared.metrics.quota_rejected();
                 tracing::warn!(peer = %self.peer, user = self.user_name(), %exceeded, "quota exceeded");
                 let (used, limits) = quota.report();
                 quota_message(used, limits)

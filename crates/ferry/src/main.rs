@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the FTP server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Manage the accounts in DATA/users.toml.
     #[command(subcommand)]
     User(user::UserCommand),
@@ -34,7 +34,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::User(cmd) => user::run(cmd),
         Command::Echo(cmd) => echo::run(cmd),
         Command::Remote(cmd) => remote::run(cmd),

@@ -1,5 +1,6 @@
 //! `ferry serve`: resolve flags and ferry.toml into a server config, then run it until Ctrl-C
-//! or SIGTERM. SIGHUP reloads users.toml (it is also reloaded whenever it changes).
+//! or SIGTERM. SIGHUP reloads users.toml (it is also reloaded whenever it changes); SIGUSR2
+//! drains (listeners closed, sessions go on until they quit, then exit).
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -11,10 +12,11 @@ use anyhow::{Context, bail};
 use clap::Args;
 use ferry_server::config::StorageBackend;
 use ferry_server::pg::PgStore;
+use ferry_server::proxy::{IpNet, ProxyProtocol, parse_trusted};
 use ferry_server::storage::s3::{S3Bucket, S3Settings};
 use ferry_server::tls::{CertSource, Tls};
 use ferry_server::users::{self, TomlUsers, UserStore};
-use ferry_server::{Listener, ServerConfig};
+use ferry_server::{Listener, Operations, ServerConfig};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -80,6 +82,23 @@ pub struct ServeArgs {
     /// session (for old clients; weaker against data-connection theft).
     #[arg(long)]
     no_require_tls_reuse: bool,
+    /// Behind a load balancer: every control connection must come from a --proxy-from
+    /// address and start with a PROXY protocol v1 or v2 header naming the client.
+    #[arg(long)]
+    proxy_protocol: bool,
+    /// A load balancer allowed to send PROXY headers (IP or IP/prefix); repeatable; implies
+    /// --proxy-protocol.
+    #[arg(long, value_name = "IP[/PREFIX]", value_parser = parse_trusted)]
+    proxy_from: Vec<IpNet>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Seconds a drain (SIGUSR2) waits for sessions to quit before shutting down. Default 900.
+    #[arg(long, value_name = "SECS")]
+    drain_timeout: Option<u64>,
+    /// Append a line per file transfer to FILE, in the xferlog format of wu-ftpd and vsftpd.
+    #[arg(long, value_name = "FILE")]
+    xferlog: Option<PathBuf>,
     /// Keep accounts and quota usage in PostgreSQL (postgres://USER:PASSWORD@HOST:PORT/DB)
     /// instead of users.toml, so several nodes share them.
     #[arg(long, value_name = "URL", env = "FERRY_DATABASE_URL")]
@@ -88,9 +107,8 @@ pub struct ServeArgs {
     /// the [s3] table of ferry.toml, whose keys the --s3-* flags set).
     #[arg(long, value_name = "fs|s3")]
     storage: Option<String>,
-    /// Boxed: the flags of a rarely used backend need not grow every `ferry` command.
     #[command(flatten)]
-    s3: Box<S3Args>,
+    s3: S3Args,
 }
 
 /// The --s3-* flags of `ferry serve`: keys of ferry.toml's [s3] table.
@@ -134,6 +152,11 @@ struct FileSettings {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     require_tls_reuse: Option<bool>,
+    proxy_protocol: Option<bool>,
+    proxy_from: Option<Vec<String>>,
+    metrics_listen: Option<SocketAddr>,
+    drain_timeout: Option<u64>,
+    xferlog: Option<PathBuf>,
     database_url: Option<String>,
     storage: Option<String>,
     s3: Option<S3Table>,
@@ -159,6 +182,8 @@ struct Addresses {
     plain: Vec<SocketAddr>,
     /// Implicit FTPS.
     implicit_tls: Vec<SocketAddr>,
+    /// The Prometheus metrics endpoint.
+    metrics: Option<SocketAddr>,
 }
 
 fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
@@ -233,6 +258,16 @@ fn resolve(args: ServeArgs, file: FileSettings) -> anyhow::Result<(Addresses, Se
         config.login_cache = secs(n);
     }
     config.sendfile = args.sendfile || file.sendfile.unwrap_or(false);
+    if let Some(n) = args.drain_timeout.or(file.drain_timeout) {
+        config.drain_timeout = secs(n);
+    }
+    config.xferlog = args.xferlog.or(file.xferlog);
+    config.proxy_protocol = resolve_proxy_protocol(
+        args.proxy_protocol,
+        args.proxy_from,
+        file.proxy_protocol,
+        file.proxy_from,
+    )?;
     let implicit_tls = match (args.implicit_tls, file.implicit_tls) {
         (flags, _) if !flags.is_empty() => flags,
         (_, Some(addrs)) => addrs,
@@ -276,9 +311,38 @@ fn resolve(args: ServeArgs, file: FileSettings) -> anyhow::Result<(Addresses, Se
         Addresses {
             plain: listen,
             implicit_tls,
+            metrics: args.metrics_listen.or(file.metrics_listen),
         },
         config,
     ))
+}
+
+/// The trusted proxies from the flags, else from ferry.toml; naming any turns the PROXY
+/// protocol on, and turning it on without naming one is an error (nobody could connect).
+fn resolve_proxy_protocol(
+    flag: bool,
+    flag_from: Vec<IpNet>,
+    key: Option<bool>,
+    key_from: Option<Vec<String>>,
+) -> anyhow::Result<Option<Arc<ProxyProtocol>>> {
+    let trusted = if flag_from.is_empty() {
+        key_from
+            .unwrap_or_default()
+            .iter()
+            .map(|text| parse_trusted(text))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| anyhow::anyhow!("invalid proxy_from in ferry.toml: {err}"))?
+    } else {
+        flag_from
+    };
+    let on = flag || key.unwrap_or(false) || !trusted.is_empty();
+    match (on, trusted.is_empty()) {
+        (false, _) => Ok(None),
+        (true, true) => bail!(
+            "proxy_protocol needs proxy_from: the load balancers allowed to send PROXY headers"
+        ),
+        (true, false) => Ok(Some(Arc::new(ProxyProtocol::new(trusted)))),
+    }
 }
 
 /// The storage backend from flags over ferry.toml; S3 settings are merged key by key.
@@ -402,12 +466,25 @@ async fn serve(
         .context("cannot watch SIGHUP")?;
     let status = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
         .context("cannot watch SIGUSR1")?;
+    let mut drain = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
+        .context("cannot watch SIGUSR2")?;
     // A write past RLIMIT_FSIZE raises SIGXFSZ, whose default action kills the process and
     // every session with it. With a handler installed the write fails with EFBIG instead,
     // and only that upload is refused (552). tokio keeps the handler for the process's life.
     let _file_size_limit =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))
             .context("cannot watch SIGXFSZ")?;
+    // Announced before the FTP addresses, so whoever waits for those knows both.
+    let metrics = match listen.metrics {
+        Some(addr) => {
+            let socket = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            println!("ferry serving metrics on {}", socket.local_addr()?);
+            Some(socket)
+        }
+        None => None,
+    };
     let mut listeners = Vec::new();
     for (addr, implicit) in listen
         .plain
@@ -427,13 +504,20 @@ async fn serve(
             listeners.push(Listener::plain(socket));
         }
     }
+    let operations = Operations {
+        metrics,
+        drain: Some(Box::pin(async move {
+            drain.recv().await;
+            info!("SIGUSR2 received: draining");
+        })),
+    };
     tokio::spawn(status_on_sigusr1(status));
     tokio::spawn(reload_on_sighup(
         hangup,
         Arc::clone(&users),
         config.tls.clone(),
     ));
-    ferry_server::run(listeners, config, users, shutdown).await?;
+    ferry_server::run_with(listeners, config, users, operations, shutdown).await?;
     info!("stopped");
     Ok(())
 }
@@ -508,6 +592,29 @@ mod tests {
         let ok: FileSettings =
             toml::from_str("passive_ports = \"1024-2048\"\nmax_per_ip = 3").unwrap();
         assert_eq!(ok.max_per_ip, Some(3));
+    }
+
+    #[test]
+    fn proxy_from_turns_the_proxy_protocol_on_and_is_required_by_it() {
+        let net = |s: &str| parse_trusted(s).unwrap();
+        let on = resolve_proxy_protocol(false, vec![net("10.0.0.1")], None, None).unwrap();
+        assert!(on.unwrap().trusts("10.0.0.1".parse().unwrap()));
+        let from_file =
+            resolve_proxy_protocol(false, vec![], Some(true), Some(vec!["10.0.0.0/8".into()]));
+        assert!(
+            from_file
+                .unwrap()
+                .unwrap()
+                .trusts("10.9.9.9".parse().unwrap())
+        );
+        assert!(resolve_proxy_protocol(true, vec![], None, None).is_err());
+        assert!(resolve_proxy_protocol(false, vec![], Some(true), None).is_err());
+        assert!(resolve_proxy_protocol(false, vec![], None, Some(vec!["x".into()])).is_err());
+        assert!(
+            resolve_proxy_protocol(false, vec![], None, None)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

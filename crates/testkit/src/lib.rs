@@ -3,6 +3,7 @@
 //! Python's ftplib as child processes) and async tests (suppaftp) can both drive it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod haproxy;
 pub mod moto;
 pub mod postgres;
 

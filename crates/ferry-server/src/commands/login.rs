@@ -43,6 +43,7 @@ pub(super) async fn pass(s: &mut Session, password: Password) -> io::Result<Flow
     };
     if s.shared.login_throttle.is_blocked(s.peer.ip()) {
         warn!(user = %name, peer = %s.peer, "login refused: too many failures from this address");
+        s.shared.metrics.login(false);
         tokio::time::sleep(s.shared.config.login_fail_delay).await;
         s.reply(
             421,
@@ -83,6 +84,7 @@ pub(super) async fn pass(s: &mut Session, password: Password) -> io::Result<Flow
     };
     if account.require_tls && !s.control_is_tls() {
         warn!(user = %name, peer = %s.peer, "login refused: the account requires TLS");
+        s.shared.metrics.login(false);
         s.reply(530, "TLS required for this account: use AUTH TLS, and change the password if it crossed the network in clear")
             .await?;
         return Ok(Flow::Continue);
@@ -116,6 +118,7 @@ pub(super) async fn pass(s: &mut Session, password: Password) -> io::Result<Flow
     };
     let storage = Arc::new(QuotaStorage::new(storage, Arc::clone(&quota)));
     info!(user = %name, peer = %s.peer, read_only = account.read_only, verified, "login");
+    s.shared.metrics.login(true);
     s.login = Login::LoggedIn(LoggedIn {
         account,
         storage,
@@ -129,6 +132,7 @@ pub(super) async fn pass(s: &mut Session, password: Password) -> io::Result<Flow
 async fn failed(s: &mut Session, name: &str) -> io::Result<Flow> {
     s.failed_logins += 1;
     s.shared.login_throttle.record_failure(s.peer.ip());
+    s.shared.metrics.login(false);
     warn!(user = %name, peer = %s.peer, attempt = s.failed_logins, "login failed");
     tokio::time::sleep(s.shared.config.login_fail_delay).await;
     if s.failed_logins >= s.shared.config.max_login_failures {

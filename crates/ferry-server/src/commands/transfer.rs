@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use ferry_proto::ascii::{FromCrlf, ToCrlf};
@@ -17,6 +18,8 @@ use crate::data::{
     receive_to_file, send_file,
 };
 use crate::listing::{ls_line, mlsx_line};
+use crate::metrics::{Direction as FileDirection, Outcome};
+use crate::proxy::ProxyProtocol;
 use crate::session::{Session, Transfer, TransferError};
 use crate::storage::{DirEntry, Download, Listed, Listing, UploadMode, VirtualPath};
 use crate::tls::{Direction, MaybeTls, Resumed, SessionTls};
@@ -26,6 +29,8 @@ use crate::tls::{Direction, MaybeTls, Resumed, SessionTls};
 struct DataParams {
     peer: IpAddr,
     local: IpAddr,
+    /// Trusted proxies whose passive data connections carry a PROXY header.
+    proxy: Option<Arc<ProxyProtocol>>,
     wait: Duration,
     /// PROT P: the TLS side of this control connection, and whether the data connection must
     /// resume its session.
@@ -38,6 +43,7 @@ impl DataParams {
         DataParams {
             peer: s.peer.ip(),
             local: s.local.ip(),
+            proxy: s.shared.config.proxy_protocol.clone(),
             wait: s.shared.config.data_timeout,
             tls: s
                 .tls
@@ -54,7 +60,7 @@ impl DataParams {
         direction: Direction,
     ) -> Result<MaybeTls, TransferError> {
         let tcp = channel
-            .connect(self.peer, self.local, self.wait)
+            .connect(self.peer, self.local, self.proxy.as_deref(), self.wait)
             .await
             .map_err(TransferError::Connect)?;
         let Some((tls, require_reuse)) = self.tls else {
@@ -334,6 +340,7 @@ async fn finish(
         s.peer,
         started.elapsed().as_millis(),
     );
+    record(s, verb, path, started, &outcome);
     match outcome {
         Transfer::Finished(Ok(bytes)) => {
             info!(%user, %peer, verb, %path, bytes, ms, "transfer complete");
@@ -377,6 +384,40 @@ async fn finish(
                 "control connection lost",
             ))
         }
+    }
+}
+
+/// Counts a file transfer in the metrics and writes its xferlog line; listings are neither.
+fn record(
+    s: &Session,
+    verb: &str,
+    path: &VirtualPath,
+    started: Instant,
+    outcome: &Transfer<Result<u64, TransferError>>,
+) {
+    let direction = match verb {
+        "RETR" => FileDirection::Download,
+        "STOR" | "APPE" | "STOU" => FileDirection::Upload,
+        _ => return,
+    };
+    let (result, bytes) = match outcome {
+        Transfer::Finished(Ok(bytes)) => (Outcome::Complete, *bytes),
+        Transfer::Finished(Err(_)) => (Outcome::Failed, 0),
+        Transfer::Aborted | Transfer::ControlLost => (Outcome::Aborted, 0),
+    };
+    let took = started.elapsed();
+    s.shared.metrics.transfer(direction, result, bytes, took);
+    if let Some(xferlog) = &s.shared.xferlog {
+        xferlog.record(&crate::xferlog::Entry {
+            took,
+            remote: s.peer.ip(),
+            bytes,
+            path: path.as_str(),
+            ascii: s.transfer_type == TransferType::Ascii,
+            direction,
+            user: s.user_name(),
+            complete: result == Outcome::Complete,
+        });
     }
 }
 

@@ -233,15 +233,20 @@ impl Drop for Server {
 }
 
 /// A raw control connection: one command, one reply.
-struct Control {
+pub(crate) struct Control {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
 }
 
 impl Control {
     /// Connects and reads the 220 greeting.
-    fn connect(addr: SocketAddr) -> Control {
+    pub(crate) fn connect(addr: SocketAddr) -> Control {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
+        Control::greeted(stream)
+    }
+
+    /// Reads the 220 greeting on a connected stream.
+    pub(crate) fn greeted(stream: TcpStream) -> Control {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
@@ -255,7 +260,7 @@ impl Control {
     }
 
     /// Reads one reply (multi-line replies included): its code and all its text.
-    fn reply(&mut self) -> (u16, String) {
+    pub(crate) fn reply(&mut self) -> (u16, String) {
         let mut text = String::new();
         let mut first = String::new();
         self.reader.read_line(&mut first).unwrap();
@@ -276,7 +281,7 @@ impl Control {
         (code, text)
     }
 
-    fn cmd(&mut self, line: &str) -> (u16, String) {
+    pub(crate) fn cmd(&mut self, line: &str) -> (u16, String) {
         self.writer
             .write_all(format!("{line}\r\n").as_bytes())
             .unwrap();
@@ -284,7 +289,7 @@ impl Control {
     }
 
     /// USER and PASS; the code of the reply to PASS.
-    fn login(&mut self, user: &str, password: &str) -> u16 {
+    pub(crate) fn login(&mut self, user: &str, password: &str) -> u16 {
         let (code, text) = self.cmd(&format!("USER {user}"));
         assert_eq!(code, 331, "{text}");
         self.cmd(&format!("PASS {password}")).0
@@ -623,7 +628,7 @@ fn sigterm_while_idle_sends_421_and_exits_zero_promptly() {
 }
 
 /// The port of a `229 Entering Extended Passive Mode (|||PORT|)` reply.
-fn epsv_port(text: &str) -> u16 {
+pub(crate) fn epsv_port(text: &str) -> u16 {
     let inner = text.split("(|||").nth(1).unwrap();
     inner.split('|').next().unwrap().parse().unwrap()
 }
