@@ -191,15 +191,6 @@ pub fn write_usage(path: &Path, usage: Usage) -> Result<(), UserError> {
     replace_file(path, text.as_bytes(), false)
 }
 
-/// Measures a user's usage by walking their home (`ferry user rescan`); a running server
-/// takes the recorded figure over at the user's next login.
-pub fn scan(home: &Path) -> Result<Usage, UserError> {
-    crate::storage::fs::scan_home(home).map_err(|source| UserError::Read {
-        path: home.to_path_buf(),
-        source,
-    })
-}
-
 /// The accounting of one user, shared by all of that user's sessions.
 #[derive(Debug)]
 pub struct UserQuota {

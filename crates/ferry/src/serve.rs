@@ -212,6 +212,17 @@ pub fn configured_database_url(data: &Path) -> anyhow::Result<Option<String>> {
     Ok(read_settings(data)?.database_url)
 }
 
+/// Where DATA/ferry.toml keeps users' files (local homes or S3), for `ferry user rescan`.
+pub fn configured_storage(data: &Path) -> anyhow::Result<StorageBackend> {
+    let settings = read_settings(data)?;
+    storage_backend(
+        None,
+        S3Table::default(),
+        settings.storage,
+        settings.s3.unwrap_or_default(),
+    )
+}
+
 /// Flags over ferry.toml over the embedded defaults.
 fn resolve(args: ServeArgs, file: FileSettings) -> anyhow::Result<(Addresses, ServerConfig)> {
     let mut config = ServerConfig::new(args.data.clone());

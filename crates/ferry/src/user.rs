@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use ferry_server::pg::PgStore;
 use ferry_server::quota;
+use ferry_server::storage::fs::OpenHomes;
 use ferry_server::users::{self, Password, TomlUsers, UserDirectory, UserEntry, UserError};
 
 /// Account management subcommands.
@@ -255,8 +256,16 @@ async fn rescan(args: NameArgs) -> anyhow::Result<()> {
         .get(&args.name)
         .await?
         .ok_or_else(|| UserError::UnknownUser(args.name.clone()))?;
+    // Measured where the server keeps the files: the home directory, or the user's prefix
+    // in the bucket.
     let home = entry.resolved_home(&data_dir);
-    let usage = quota::scan(&home)?;
+    let storage = crate::serve::configured_storage(&data_dir)?
+        .open(&args.name, &home, &OpenHomes::default())
+        .with_context(|| format!("cannot open the files of {}", args.name))?;
+    let usage = storage
+        .scan()
+        .await
+        .with_context(|| format!("cannot measure the files of {}", args.name))?;
     directory.set_usage(&args.name, usage).await?;
     println!(
         "{}: {} in {} files ({} bytes)",

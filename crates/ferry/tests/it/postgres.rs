@@ -2,15 +2,16 @@
 //! one home directory tree, as several machines behind a load balancer would share a database
 //! and a network filesystem: accounts made with `ferry user` on one node log in on the other,
 //! and uploads for one user on both nodes at once never jointly pass the quota, with the
-//! recorded usage exact afterwards.
+//! recorded usage exact afterwards; the same with the files in one S3 bucket (moto's server).
 
 use std::fs;
 use std::path::Path;
 
+use ferry_server::storage::s3::S3Settings;
 use suppaftp::tokio::AsyncFtpStream;
 use suppaftp::types::FileType;
 use tempfile::TempDir;
-use testkit::random_bytes;
+use testkit::{moto, random_bytes};
 use tokio::task::JoinSet;
 
 use super::binary::{Server, run_to_end};
@@ -282,4 +283,105 @@ async fn the_database_connection_can_require_a_verified_tls_server() {
     let (code, _, err) = run_to_end(&data, &["user", "list"], "");
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("cannot open the user database"), "{err}");
+}
+
+/// A node's data directory whose ferry.toml points at the database at `url` and keeps files
+/// in `bucket`.
+fn s3_node_data(root: &Path, name: &str, url: &str, bucket: &S3Settings) -> std::path::PathBuf {
+    let data = node_data(root, name, url);
+    let mut toml = fs::read_to_string(data.join("ferry.toml")).unwrap();
+    toml.push_str(&format!(
+        "storage = \"s3\"\n\n[s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nbucket = \"{}\"\n\
+         prefix = \"{}\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n",
+        moto::endpoint(),
+        bucket.bucket,
+        bucket.prefix,
+    ));
+    fs::write(data.join("ferry.toml"), toml).unwrap();
+    data
+}
+
+/// Bytes and objects under `prefix` in the bucket.
+fn in_bucket(bucket: &S3Settings, prefix: &str) -> (u64, u64) {
+    let keys: Vec<String> = moto::keys(bucket)
+        .into_iter()
+        .filter(|key| key.starts_with(prefix))
+        .collect();
+    let bytes = keys
+        .iter()
+        .map(|key| moto::object(bucket, key).unwrap().len() as u64)
+        .sum();
+    (bytes, keys.len() as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_bucket_and_one_database_hold_the_quota_together() {
+    const QUOTA: u64 = 2_500_000;
+    const FILE: usize = 1_000_000;
+    let url = testkit::postgres::server().create_database();
+    let bucket = moto::bucket();
+    let root = TempDir::new().unwrap();
+    let (a, b) = (
+        s3_node_data(root.path(), "a", &url, &bucket),
+        s3_node_data(root.path(), "b", &url, &bucket),
+    );
+    ferry_user(
+        &a,
+        &[
+            "add",
+            "carol",
+            "--quota-bytes",
+            &QUOTA.to_string(),
+            "--password-stdin",
+        ],
+        "carol-pw\n",
+    );
+    let node_a = Server::start(&a, &["--listen", "127.0.0.1:0"], 1);
+    let node_b = Server::start(&b, &["--listen", "127.0.0.1:0"], 1);
+
+    // Six 1 MB uploads at once, three through each node, against a 2.5 MB quota.
+    let mut uploads = JoinSet::new();
+    for i in 0..6u64 {
+        let node = if i % 2 == 0 { &node_a } else { &node_b };
+        uploads.spawn(upload(
+            node.addr(),
+            format!("f{i}.bin"),
+            random_bytes(FILE, i),
+        ));
+    }
+    let completed = uploads
+        .join_all()
+        .await
+        .into_iter()
+        .filter(|done| *done)
+        .count() as u64;
+
+    let prefix = format!("{}carol/", bucket.prefix);
+    let (bytes, objects) = in_bucket(&bucket, &prefix);
+    assert!(bytes <= QUOTA, "{bytes} bytes stored, quota {QUOTA}");
+    assert!(
+        (1..=2).contains(&completed),
+        "{completed} uploads completed"
+    );
+    assert_eq!((bytes, objects), (completed * FILE as u64, completed));
+    for key in moto::keys(&bucket) {
+        let i: u64 = key.trim_start_matches(&prefix)[1..2].parse().unwrap();
+        assert_eq!(moto::object(&bucket, &key).unwrap(), random_bytes(FILE, i));
+    }
+    assert_eq!(recorded_usage(&url, "carol"), (bytes, objects));
+
+    // Objects changed behind the nodes' back: `ferry user rescan` measures the bucket.
+    let mut ftp = AsyncFtpStream::connect(node_b.addr()).await.unwrap();
+    ftp.login("carol", "carol-pw").await.unwrap();
+    ftp.rm(&moto::keys(&bucket)[0][prefix.len()..])
+        .await
+        .unwrap();
+    ftp.quit().await.unwrap();
+    assert_eq!(recorded_usage(&url, "carol"), in_bucket(&bucket, &prefix));
+    testkit::postgres::server().query(
+        &url,
+        "UPDATE ferry_users SET used_bytes = 1, used_files = 7 WHERE name = 'carol'",
+    );
+    ferry_user(&b, &["rescan", "carol"], "");
+    assert_eq!(recorded_usage(&url, "carol"), in_bucket(&bucket, &prefix));
 }
