@@ -1039,9 +1039,12 @@ impl Upload for QuotaUpload {
         };
         inner.abort().await;
         if self.exceeded && self.creates_file {
-            // A new file cut off by the quota is not kept half-written.
+            // A new file cut off by the quota is not kept half-written. On object storage
+            // an aborted upload never became an object: nothing to remove.
             let (storage, path) = (Arc::clone(&self.storage), self.path.clone());
-            if let Err(err) = storage.remove_file(&path).await {
+            if let Err(err) = storage.remove_file(&path).await
+                && !matches!(err, StorageError::NotFound)
+            {
                 warn!(path = %self.path, %err, "cannot remove an upload stopped by the quota");
             }
         }
