@@ -8,8 +8,9 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::{Row, migrate::Migrator};
+use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
+use sqlx::query::Query;
+use sqlx::{Postgres, Row, migrate::Migrator};
 
 use crate::quota::{Limits, QuotaExceeded, Usage, UsageLedger};
 use crate::users::{EntryChange, UserDirectory, UserEntry, UserError};
@@ -88,6 +89,22 @@ fn usage_from(row: &PgRow) -> Result<Option<Usage>, UserError> {
     )
 }
 
+/// Binds $1 to $7 of a statement writing an account: name, then the columns in schema order.
+fn bind_account<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    name: &'q str,
+    entry: &'q UserEntry,
+) -> Result<Query<'q, Postgres, PgArguments>, UserError> {
+    Ok(query
+        .bind(name)
+        .bind(&entry.password)
+        .bind(home_text(entry)?)
+        .bind(entry.read_only)
+        .bind(entry.require_tls)
+        .bind(to_db_opt(entry.quota_bytes)?)
+        .bind(to_db_opt(entry.quota_files)?))
+}
+
 fn home_text(entry: &UserEntry) -> Result<&str, UserError> {
     entry
         .home
@@ -127,20 +144,13 @@ impl UserDirectory for PgStore {
     }
 
     async fn add(&self, name: &str, entry: UserEntry) -> Result<(), UserError> {
-        let inserted = sqlx::query(
-            "INSERT INTO ferry_users (name, password, home, read_only, require_tls, quota_bytes, \
-             quota_files) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .bind(&entry.password)
-        .bind(home_text(&entry)?)
-        .bind(entry.read_only)
-        .bind(entry.require_tls)
-        .bind(to_db_opt(entry.quota_bytes)?)
-        .bind(to_db_opt(entry.quota_files)?)
-        .execute(&self.pool)
-        .await
-        .map_err(database)?;
+        let insert = "INSERT INTO ferry_users (name, password, home, read_only, require_tls, \
+                      quota_bytes, quota_files) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                      ON CONFLICT (name) DO NOTHING";
+        let inserted = bind_account(sqlx::query(insert), name, &entry)?
+            .execute(&self.pool)
+            .await
+            .map_err(database)?;
         if inserted.rows_affected() == 0 {
             return Err(UserError::UserExists(name.to_owned()));
         }
@@ -160,20 +170,13 @@ impl UserDirectory for PgStore {
             .ok_or_else(|| UserError::UnknownUser(name.to_owned()))?;
         let mut entry = entry_from(&row)?;
         change(&mut entry);
-        sqlx::query(
-            "UPDATE ferry_users SET password = $2, home = $3, read_only = $4, require_tls = $5, \
-             quota_bytes = $6, quota_files = $7, updated_at = now() WHERE name = $1",
-        )
-        .bind(name)
-        .bind(&entry.password)
-        .bind(home_text(&entry)?)
-        .bind(entry.read_only)
-        .bind(entry.require_tls)
-        .bind(to_db_opt(entry.quota_bytes)?)
-        .bind(to_db_opt(entry.quota_files)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(database)?;
+        let update = "UPDATE ferry_users SET password = $2, home = $3, read_only = $4, \
+                      require_tls = $5, quota_bytes = $6, quota_files = $7, updated_at = now() \
+                      WHERE name = $1";
+        bind_account(sqlx::query(update), name, &entry)?
+            .execute(&mut *tx)
+            .await
+            .map_err(database)?;
         tx.commit().await.map_err(database)?;
         Ok(entry)
     }

@@ -562,12 +562,7 @@ impl QuotaRegistry {
             return self.shared_for_user(ledger, name, limits, storage).await;
         }
         let file = usage_file(&self.data_dir, name);
-        let existing = self
-            .users
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-            .cloned();
+        let existing = self.known(name);
         if let Some(quota) = existing {
             let replaced = {
                 let state = quota.lock();
@@ -616,12 +611,7 @@ impl QuotaRegistry {
                 ledger.init_usage(name, scanned).await.map_err(ledger_err)?
             }
         };
-        let existing = self
-            .users
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-            .cloned();
+        let existing = self.known(name);
         if let Some(quota) = existing {
             let mut state = quota.lock();
             state.limits = limits;
@@ -654,6 +644,12 @@ impl QuotaRegistry {
             "quota usage scanned"
         );
         Ok(used)
+    }
+
+    /// The accounting of `name` kept since an earlier login.
+    fn known(&self, name: &str) -> Option<Arc<UserQuota>> {
+        let users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        users.get(name).cloned()
     }
 
     /// Keeps `quota` for the user's next sessions (or the one another login kept first).

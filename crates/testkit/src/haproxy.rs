@@ -47,7 +47,7 @@ impl Node {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let log = collect(child.stderr.take().unwrap());
+        let (log, _) = crate::drain(child.stderr.take().unwrap());
         let lines = line_channel(child.stdout.take().unwrap());
         let (mut stdout, mut metrics) = (Vec::new(), None);
         let deadline = Instant::now() + START_TIMEOUT;
@@ -154,24 +154,6 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Gathers a pipe's text in a thread, so the child never blocks on a full pipe.
-fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = Arc::clone(&text);
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = pipe.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    text
 }
 
 /// A pipe's lines, as they come.

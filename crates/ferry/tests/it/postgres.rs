@@ -170,6 +170,18 @@ async fn upload(node: std::net::SocketAddr, name: String, data: Vec<u8>) -> bool
     done
 }
 
+/// `count` uploads for carol at once, `f0.bin`, `f1.bin`, ... of `size` bytes (seeded by
+/// their number), alternating between the nodes; how many completed.
+async fn upload_at_once(nodes: [&Server; 2], count: u64, size: usize) -> u64 {
+    let mut uploads = JoinSet::new();
+    for i in 0..count {
+        let node = nodes[(i % 2) as usize].addr();
+        uploads.spawn(upload(node, format!("f{i}.bin"), random_bytes(size, i)));
+    }
+    let done = uploads.join_all().await;
+    done.into_iter().filter(|completed| *completed).count() as u64
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_uploading_for_one_user_stay_within_the_quota() {
     const QUOTA: u64 = 10 << 20;
@@ -198,25 +210,12 @@ async fn two_nodes_uploading_for_one_user_stay_within_the_quota() {
     let node_b = Server::start(&b, &["--listen", "127.0.0.1:0"], 1);
 
     // Six 3 MiB uploads at once, three through each node: 18 MiB against a 10 MiB quota.
-    let mut uploads = JoinSet::new();
-    for i in 0..6u64 {
-        let node = if i % 2 == 0 { &node_a } else { &node_b };
-        uploads.spawn(upload(
-            node.addr(),
-            format!("f{i}.bin"),
-            random_bytes(FILE, i),
-        ));
-    }
-    let completed = uploads
-        .join_all()
-        .await
-        .into_iter()
-        .filter(|done| *done)
-        .count() as u64;
+    let completed = upload_at_once([&node_a, &node_b], 6, FILE).await;
 
     let (bytes, files) = on_disk(&home);
     assert!(bytes <= QUOTA, "{bytes} bytes stored, quota {QUOTA}");
-    assert!(completed >= 1, "no upload completed");
+    // Quota is reserved as bytes arrive, so uploads that run side by side may all be stopped
+    // before any completes; what matters is that together they never pass the limit.
     assert!(completed <= 3, "{completed} uploads of 3 MiB completed");
     for i in 0..6u64 {
         let path = home.join(format!("f{i}.bin"));
@@ -340,35 +339,31 @@ async fn two_nodes_on_one_bucket_and_one_database_hold_the_quota_together() {
     let node_b = Server::start(&b, &["--listen", "127.0.0.1:0"], 1);
 
     // Six 1 MB uploads at once, three through each node, against a 2.5 MB quota.
-    let mut uploads = JoinSet::new();
-    for i in 0..6u64 {
-        let node = if i % 2 == 0 { &node_a } else { &node_b };
-        uploads.spawn(upload(
-            node.addr(),
-            format!("f{i}.bin"),
-            random_bytes(FILE, i),
-        ));
-    }
-    let completed = uploads
-        .join_all()
-        .await
-        .into_iter()
-        .filter(|done| *done)
-        .count() as u64;
+    let completed = upload_at_once([&node_a, &node_b], 6, FILE).await;
 
     let prefix = format!("{}carol/", bucket.prefix);
     let (bytes, objects) = in_bucket(&bucket, &prefix);
     assert!(bytes <= QUOTA, "{bytes} bytes stored, quota {QUOTA}");
-    assert!(
-        (1..=2).contains(&completed),
-        "{completed} uploads completed"
-    );
+    assert!(completed <= 2, "{completed} uploads completed");
     assert_eq!((bytes, objects), (completed * FILE as u64, completed));
     for key in moto::keys(&bucket) {
         let i: u64 = key.trim_start_matches(&prefix)[1..2].parse().unwrap();
         assert_eq!(moto::object(&bucket, &key).unwrap(), random_bytes(FILE, i));
     }
     assert_eq!(recorded_usage(&url, "carol"), (bytes, objects));
+
+    // What is left can be used from either node, and not a byte more.
+    let left = QUOTA - bytes;
+    assert!(
+        upload(
+            node_a.addr(),
+            "f9.bin".into(),
+            random_bytes(left as usize, 9)
+        )
+        .await
+    );
+    assert!(!upload(node_b.addr(), "f8.bin".into(), vec![1]).await);
+    assert_eq!(recorded_usage(&url, "carol"), (QUOTA, objects + 1));
 
     // Objects changed behind the nodes' back: `ferry user rescan` measures the bucket.
     let mut ftp = AsyncFtpStream::connect(node_b.addr()).await.unwrap();
