@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::{Instant, timeout};
 
 use crate::proxy::{Proxied, ProxyProtocol, read_header};
-use crate::storage::DirectFile;
+use crate::storage::{DirectFile, Upload};
 
 /// Size of the buffer one transfer copies through.
 const COPY_BUFFER: usize = 256 * 1024;
@@ -286,12 +286,13 @@ pub async fn send_file(
 /// kernel moves the received pages, no copy), then pipe to the file (one copy, into the page
 /// cache) on the blocking pool. Two pipes alternate, so the next chunk (up to
 /// [`SPLICE_PIPE`]) is received while the previous one is written. Each chunk is offered to
-/// `accept` (the quota) before it is written; a refusal fails the copy on the write side, as
-/// a refused write would. Returns the bytes received, all of them written.
+/// `upload` ([`Upload::accept_direct`]: the quota) before it is written; a refusal fails the
+/// copy on the write side, as a refused write would. Returns the bytes received, all of them
+/// written.
 pub async fn receive_to_file(
     stream: &TcpStream,
     file: DirectFile,
-    mut accept: impl FnMut(u64) -> io::Result<()>,
+    upload: &mut dyn Upload,
     stall: Duration,
 ) -> Result<u64, CopyError> {
     let DirectFile { fd: file, busy } = file;
@@ -312,7 +313,10 @@ pub async fn receive_to_file(
             Ok(n) => n,
             Err(err) => return Err(CopyError::Read(err)),
         };
-        accept(n as u64).map_err(CopyError::Write)?;
+        upload
+            .accept_direct(n as u64)
+            .await
+            .map_err(CopyError::Write)?;
         finish_write(&mut writing, &mut file, &mut free).await?;
         if n <= INLINE_WRITE
             && let Some(target) = &file

@@ -26,9 +26,13 @@ use crate::storage::{
 };
 use crate::users::{FileStamp, UserError, replace_file, stamp_of};
 
-/// Bytes a node charges the shared ledger for at a time while an upload runs: one database
-/// round trip per 4 MiB received, and at most this much of a user's quota held ahead per node.
+/// Bytes a node first charges the shared ledger for while a user's uploads run; each further
+/// charge doubles, up to [`MAX_LEASE_BYTES`], so a 1 GiB upload costs about 20 database
+/// commits, not 256. When the quota has less room, exactly what is needed is charged.
 const LEASE_BYTES: u64 = 4 << 20;
+
+/// The most of a user's quota one node holds ahead of its uploads.
+const MAX_LEASE_BYTES: u64 = 64 << 20;
 
 /// Folder of the usage files inside the data directory.
 const QUOTA_DIR: &str = "quota";
@@ -222,6 +226,8 @@ struct State {
     lease_bytes: u64,
     /// See `lease_bytes`.
     lease_files: u64,
+    /// The next byte lease to ask for (doubles per lease while uploads run).
+    next_lease: u64,
     /// Shared usage: changes settled here and not yet applied to the ledger.
     pending_bytes: i128,
     /// See `pending_bytes`.
@@ -250,6 +256,7 @@ impl UserQuota {
             reserved_files: 0,
             lease_bytes: 0,
             lease_files: 0,
+            next_lease: LEASE_BYTES,
             pending_bytes: 0,
             pending_files: 0,
             written: None,
@@ -305,9 +312,9 @@ impl UserQuota {
     }
 
     /// Shared usage: charges the ledger for at least `bytes` bytes and `files` files beyond
-    /// the lease held; asks for [`LEASE_BYTES`] when the quota has room, so a large upload
-    /// goes to the database once per lease, not per buffer. A refusal is an io::Error
-    /// carrying the [`QuotaExceeded`], as writes report it.
+    /// the lease held; asks for a growing lease (see [`LEASE_BYTES`]) when the quota has
+    /// room, so a large upload goes to the database once per lease, not per buffer. A
+    /// refusal is an io::Error carrying the [`QuotaExceeded`], as writes report it.
     async fn lease(&self, bytes: u64, files: u64) -> io::Result<()> {
         let Some(ledger) = &self.ledger else {
             return Ok(());
@@ -318,13 +325,17 @@ impl UserQuota {
                 .await
                 .map_err(io::Error::other)
         };
-        let generous = if bytes > 0 { bytes.max(LEASE_BYTES) } else { 0 };
+        let next = self.lock().next_lease;
+        let generous = if bytes > 0 { bytes.max(next) } else { 0 };
         let (mut granted, mut charged) = (generous, ask(generous).await?);
         if charged.is_err() && generous > bytes {
             (granted, charged) = (bytes, ask(bytes).await?);
         }
         let used = charged.map_err(io::Error::other)?;
         let mut state = self.lock();
+        if granted == generous && bytes > 0 {
+            state.next_lease = (next * 2).min(MAX_LEASE_BYTES);
+        }
         state.lease_bytes += granted;
         state.lease_files += files;
         state.used = used;
@@ -345,6 +356,7 @@ impl UserQuota {
         let (bytes, files) = {
             let mut state = self.lock();
             if state.uploading.is_empty() && state.reserved_bytes == 0 {
+                state.next_lease = LEASE_BYTES;
                 state.pending_bytes -= i128::from(std::mem::take(&mut state.lease_bytes));
                 state.pending_files -=
                     i64::try_from(std::mem::take(&mut state.lease_files)).unwrap_or(i64::MAX);
@@ -981,21 +993,20 @@ impl AsyncWrite for QuotaUpload {
 #[async_trait]
 impl Upload for QuotaUpload {
     fn direct_fd(&self) -> Option<io::Result<DirectFile>> {
-        // Shared usage is charged asynchronously, which the direct path cannot wait for.
-        if self.quota.is_shared() {
-            return None;
-        }
         self.inner.as_ref()?.direct_fd()
     }
 
-    fn accept_direct(&mut self, n: u64) -> io::Result<()> {
-        if self.reserve(n)?.is_some() {
-            return Err(io::Error::other("shared quota cannot be charged here"));
+    async fn accept_direct(&mut self, n: u64) -> io::Result<()> {
+        while let Some(need) = self.reserve(n)? {
+            if let Err(err) = self.quota.lease(need, 0).await {
+                self.exceeded = is_quota(&err);
+                return Err(err);
+            }
         }
         let Some(inner) = self.inner.as_mut() else {
             return Err(io::Error::other("upload already finished"));
         };
-        inner.accept_direct(n)?;
+        inner.accept_direct(n).await?;
         self.written += n;
         Ok(())
     }

@@ -282,8 +282,7 @@ async fn upload(
                 };
                 let received = match (direct, &stream) {
                     (Some(file), MaybeTls::Plain(tcp)) => {
-                        let accept = |n| upload.accept_direct(n);
-                        receive_to_file(tcp, file, accept, stall).await
+                        receive_to_file(tcp, file, &mut *upload, stall).await
                     }
                     _ => copy(&mut stream, &mut *upload, convert, stall).await,
                 };

@@ -449,7 +449,7 @@ impl Upload for FsUpload {
         }
     }
 
-    fn accept_direct(&mut self, n: u64) -> io::Result<()> {
+    async fn accept_direct(&mut self, n: u64) -> io::Result<()> {
         self.written += n;
         Ok(())
     }

@@ -210,7 +210,8 @@ pub trait Upload: AsyncWrite + Send + Unpin {
     }
     /// Accounts for `n` bytes about to be written through [`Upload::direct_fd`]; an error
     /// (the quota) means they must not be written, and fails the upload as a write would.
-    fn accept_direct(&mut self, n: u64) -> io::Result<()> {
+    /// May wait: a quota shared between nodes is charged in the database.
+    async fn accept_direct(&mut self, n: u64) -> io::Result<()> {
         let _ = n;
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
