@@ -6,6 +6,7 @@
 //! against the latest version, so uploads on two nodes can never jointly pass the limit.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
@@ -20,6 +21,10 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Connections one process keeps; a login or a quota charge holds one for one statement.
 const MAX_CONNECTIONS: u32 = 16;
+
+/// How long a login or a quota charge waits for a connection before it fails (421 / 451):
+/// a database that is down must not hold sessions for sqlx's default 30 s.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The columns an account is read from.
 const ACCOUNT_COLUMNS: &str = "password, home, read_only, require_tls, quota_bytes, quota_files";
@@ -37,6 +42,7 @@ impl PgStore {
     pub async fn connect(url: &str) -> Result<Self, UserError> {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(url)
             .await
             .map_err(database)?;

@@ -380,3 +380,25 @@ async fn two_nodes_on_one_bucket_and_one_database_hold_the_quota_together() {
     ferry_user(&b, &["rescan", "carol"], "");
     assert_eq!(recorded_usage(&url, "carol"), in_bucket(&bucket, &prefix));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_get_421_while_the_database_is_unavailable() {
+    let pg = testkit::postgres::server();
+    let url = pg.create_database();
+    let root = TempDir::new().unwrap();
+    let data = node_data(root.path(), "a", &url);
+    let mut node = Server::start(&data, &["--listen", "127.0.0.1:0"], 1);
+    let admin = node.admin_password().unwrap();
+    assert_eq!(login_code(&node, "admin", &admin).await, 230);
+
+    // The database disappears under the running node (its connections are cut).
+    let (server_url, database) = url.rsplit_once('/').unwrap();
+    pg.query(
+        &format!("{server_url}/postgres"),
+        &format!("DROP DATABASE {database} WITH (FORCE)"),
+    );
+    assert_eq!(login_code(&node, "admin", &admin).await, 421);
+    // The server stays up and keeps answering.
+    assert_eq!(login_code(&node, "admin", &admin).await, 421);
+    assert!(node.alive());
+}
