@@ -315,7 +315,18 @@ impl UserQuota {
     /// the lease held; asks for a growing lease (see [`LEASE_BYTES`]) when the quota has
     /// room, so a large upload goes to the database once per lease, not per buffer. A
     /// refusal is an io::Error carrying the [`QuotaExceeded`], as writes report it.
-    async fn lease(&self, bytes: u64, files: u64) -> io::Result<()> {
+    async fn lease(self: &Arc<Self>, bytes: u64, files: u64) -> io::Result<()> {
+        // Its own task: a charge the database made must be recorded here even if the session
+        // that asked for it is gone meanwhile (else it stays counted until a rescan); it is
+        // given back at the next flush.
+        let quota = Arc::clone(self);
+        tokio::spawn(async move { quota.charge_lease(bytes, files).await })
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// [`UserQuota::lease`]'s work.
+    async fn charge_lease(&self, bytes: u64, files: u64) -> io::Result<()> {
         let Some(ledger) = &self.ledger else {
             return Ok(());
         };
@@ -332,13 +343,20 @@ impl UserQuota {
             (granted, charged) = (bytes, ask(bytes).await?);
         }
         let used = charged.map_err(io::Error::other)?;
-        let mut state = self.lock();
-        if granted == generous && bytes > 0 {
-            state.next_lease = (next * 2).min(MAX_LEASE_BYTES);
+        let orphaned = {
+            let mut state = self.lock();
+            if granted == generous && bytes > 0 {
+                state.next_lease = (next * 2).min(MAX_LEASE_BYTES);
+            }
+            state.lease_bytes += granted;
+            state.lease_files += files;
+            state.used = used;
+            // The upload that asked ended while this was charged: nothing will use the lease.
+            state.uploading.is_empty()
+        };
+        if orphaned {
+            self.flush().await;
         }
-        state.lease_bytes += granted;
-        state.lease_files += files;
-        state.used = used;
         Ok(())
     }
 

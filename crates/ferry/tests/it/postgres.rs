@@ -12,9 +12,11 @@ use suppaftp::tokio::AsyncFtpStream;
 use suppaftp::types::FileType;
 use tempfile::TempDir;
 use testkit::{moto, random_bytes};
+use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 
 use super::binary::{Server, run_to_end};
+use super::raw::Raw;
 
 /// A node's data directory whose ferry.toml points at `url`.
 fn node_data(root: &Path, name: &str, url: &str) -> std::path::PathBuf {
@@ -401,4 +403,64 @@ async fn logins_get_421_while_the_database_is_unavailable() {
     // The server stays up and keeps answering.
     assert_eq!(login_code(&node, "admin", &admin).await, 421);
     assert!(node.alive());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_vanishing_mid_upload_leaves_the_recorded_usage_exact() {
+    let url = testkit::postgres::server().create_database();
+    let root = TempDir::new().unwrap();
+    let data = node_data(root.path(), "a", &url);
+    let home = root.path().join("shared/dave");
+    ferry_user(
+        &data,
+        &[
+            "add",
+            "dave",
+            "--home",
+            home.to_str().unwrap(),
+            "--quota-bytes",
+            "1GiB",
+            "--password-stdin",
+        ],
+        "dave-pw\n",
+    );
+    let node = Server::start(&data, &["--listen", "127.0.0.1:0"], 1);
+    let mut ftp = AsyncFtpStream::connect(node.addr()).await.unwrap();
+    ftp.login("dave", "dave-pw").await.unwrap();
+    ftp.transfer_type(FileType::Binary).await.unwrap();
+    ftp.put_file("whole.bin", &mut random_bytes(200_000, 1).as_slice())
+        .await
+        .unwrap();
+    ftp.quit().await.unwrap();
+    // 6 MB sent (past the first 4 MiB lease), then the client's machine resets the data
+    // connection: the node has charged leases for bytes that will never come.
+    let mut c = Raw::login(node.addr(), "dave", "dave-pw").await;
+    assert_eq!(c.cmd("TYPE I").await.0, 200);
+    let mut data_conn = c.open_data().await;
+    assert_eq!(c.cmd("STOR cut.bin").await.0, 150);
+    data_conn
+        .write_all(&random_bytes(6_000_000, 2))
+        .await
+        .unwrap();
+    data_conn
+        .set_linger(Some(std::time::Duration::ZERO))
+        .unwrap();
+    drop(data_conn);
+    let reply = c.reply().await;
+    assert!(matches!(reply.0, 426 | 451), "{reply:?}");
+
+    // The node settles in the background once it notices; the database must come to say
+    // exactly what is on disk (the cut file is kept for a resume), leases given back.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (recorded, stored) = (recorded_usage(&url, "dave"), on_disk(&home));
+        if recorded == stored && stored.1 == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "recorded {recorded:?}, on disk {stored:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
