@@ -442,9 +442,7 @@ async fn a_client_vanishing_mid_upload_leaves_the_recorded_usage_exact() {
         .write_all(&random_bytes(6_000_000, 2))
         .await
         .unwrap();
-    data_conn
-        .set_linger(Some(std::time::Duration::ZERO))
-        .unwrap();
+    data_conn.set_zero_linger().unwrap();
     drop(data_conn);
     let reply = c.reply().await;
     assert!(matches!(reply.0, 426 | 451), "{reply:?}");
