@@ -184,6 +184,20 @@ async fn upload_at_once(nodes: [&Server; 2], count: u64, size: usize) -> u64 {
     done.into_iter().filter(|completed| *completed).count() as u64
 }
 
+/// With carol's usage settled at `used` (bytes, files), what is left of `quota` can be
+/// uploaded through the first node, and the second then refuses a single byte.
+async fn rest_of_the_quota_is_usable_and_no_more(
+    nodes: [&Server; 2],
+    url: &str,
+    quota: u64,
+    (bytes, files): (u64, u64),
+) {
+    let rest = random_bytes((quota - bytes) as usize, 9);
+    assert!(upload(nodes[0].addr(), "rest.bin".into(), rest).await);
+    assert!(!upload(nodes[1].addr(), "over.bin".into(), vec![1]).await);
+    assert_eq!(recorded_usage(url, "carol"), (quota, files + 1));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_uploading_for_one_user_stay_within_the_quota() {
     const QUOTA: u64 = 10 << 20;
@@ -235,18 +249,7 @@ async fn two_nodes_uploading_for_one_user_stay_within_the_quota() {
     // Exact: what the nodes charged ahead while uploading was all given back.
     assert_eq!(recorded_usage(&url, "carol"), (bytes, files));
 
-    // With the quota settled, what is left can still be used from either node.
-    let left = QUOTA - bytes;
-    assert!(
-        upload(
-            node_b.addr(),
-            "rest.bin".into(),
-            random_bytes(left as usize, 9)
-        )
-        .await
-    );
-    assert!(!upload(node_a.addr(), "over.bin".into(), vec![1]).await);
-    assert_eq!(recorded_usage(&url, "carol"), (QUOTA, files + 1));
+    rest_of_the_quota_is_usable_and_no_more([&node_b, &node_a], &url, QUOTA, (bytes, files)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,18 +357,8 @@ async fn two_nodes_on_one_bucket_and_one_database_hold_the_quota_together() {
     }
     assert_eq!(recorded_usage(&url, "carol"), (bytes, objects));
 
-    // What is left can be used from either node, and not a byte more.
-    let left = QUOTA - bytes;
-    assert!(
-        upload(
-            node_a.addr(),
-            "f9.bin".into(),
-            random_bytes(left as usize, 9)
-        )
-        .await
-    );
-    assert!(!upload(node_b.addr(), "f8.bin".into(), vec![1]).await);
-    assert_eq!(recorded_usage(&url, "carol"), (QUOTA, objects + 1));
+    rest_of_the_quota_is_usable_and_no_more([&node_a, &node_b], &url, QUOTA, (bytes, objects))
+        .await;
 
     // Objects changed behind the nodes' back: `ferry user rescan` measures the bucket.
     let mut ftp = AsyncFtpStream::connect(node_b.addr()).await.unwrap();
