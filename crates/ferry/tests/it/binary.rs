@@ -399,8 +399,21 @@ fn add_user(data: &Path, name: &str, password: &str) {
     assert_eq!(add.0, Some(0), "{add:?}");
 }
 
-/// How each successful login so far was verified, from the server's log, in order.
-fn login_checks(server: &Server) -> Vec<String> {
+/// How each of the first `n` successful logins was verified, from the server's log, in order.
+/// The log reaches the test through a pipe and a reader thread, possibly after the client saw
+/// its 230: wait (up to 10 s) until `n` are there, so a missing entry fails, a late one not.
+fn login_checks(server: &Server, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let checks = logged_login_checks(server);
+        if checks.len() >= n || Instant::now() > deadline {
+            return checks;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn logged_login_checks(server: &Server) -> Vec<String> {
     let log = server.stderr.lock().unwrap();
     log.lines()
         .filter(|line| line.contains(" login ") || line.ends_with(" login"))
@@ -439,7 +452,7 @@ fn repeated_logins_skip_argon2_until_the_password_changes() {
     assert_eq!(login(server.addr(), "carol", "pw-2"), 230);
     assert_eq!(login(server.addr(), "carol", "pw-2"), 230);
     assert_eq!(
-        login_checks(&server),
+        login_checks(&server, 5),
         ["argon2id", "cache", "cache", "argon2id", "cache"],
         "{}",
         server.output()
@@ -457,7 +470,7 @@ fn login_cache_secs_zero_verifies_every_login() {
         assert_eq!(login(server.addr(), "carol", "pw-1"), 230);
     }
     assert_eq!(
-        login_checks(&server),
+        login_checks(&server, 3),
         ["argon2id", "argon2id", "argon2id"],
         "{}",
         server.output()
