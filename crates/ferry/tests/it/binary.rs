@@ -390,7 +390,7 @@ fn user_commands_take_effect_without_a_restart() {
 }
 
 /// `ferry user add NAME --password-stdin`, which must succeed.
-fn add_user(data: &Path, name: &str, password: &str) {
+pub(crate) fn add_user(data: &Path, name: &str, password: &str) {
     let add = run_to_end(
         data,
         &["user", "add", name, "--password-stdin"],

@@ -19,7 +19,7 @@ use tempfile::TempDir;
 use testkit::haproxy::{HaProxy, Node, ProxyVersion, free_port, render, sample_config};
 use testkit::{TestServer, random_bytes};
 
-use super::binary::{Control, epsv_port, run_to_end};
+use super::binary::{Control, add_user, epsv_port};
 
 /// The address the clients connect from: neither HAProxy's nor a node's.
 const CLIENT_IP: &str = "127.0.0.5";
@@ -158,12 +158,7 @@ fn lftp(cluster: &Cluster, script: &str) -> (Option<i32>, String) {
 fn clients_reach_both_nodes_with_their_own_address(version: ProxyVersion) {
     let dir = TempDir::new().unwrap();
     let data = dir.path().join("data");
-    let add = run_to_end(
-        &data,
-        &["user", "add", "alice", "--password-stdin"],
-        "alice-pw\n",
-    );
-    assert_eq!(add.0, Some(0), "{add:?}");
+    add_user(&data, "alice", "alice-pw");
     let cluster = Cluster::start(&data, version);
     let local = TempDir::new().unwrap();
     let home = data.join("home/alice");
@@ -275,12 +270,7 @@ fn session_through(cluster: &Cluster) -> (Control, usize) {
 fn draining_a_node_behind_haproxy_sends_new_clients_to_the_other_and_keeps_its_sessions() {
     let dir = TempDir::new().unwrap();
     let data = dir.path().join("data");
-    let add = run_to_end(
-        &data,
-        &["user", "add", "alice", "--password-stdin"],
-        "alice-pw\n",
-    );
-    assert_eq!(add.0, Some(0), "{add:?}");
+    add_user(&data, "alice", "alice-pw");
     let home = data.join("home/alice");
     fs::create_dir_all(&home).unwrap();
     let bytes = random_bytes(150_000, 44);
